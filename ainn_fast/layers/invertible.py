@@ -1,0 +1,161 @@
+"""The invertible network: squeeze, invertible 1x1 convolution, two-stream affine coupling.
+
+Every module here has ``forward`` and an exact ``inverse`` (the one inverse convention of
+the package). Both streams (low- and high-frequency) pass through the same modules: the
+1x1 convolution's weight is shared between them, as in the authors' model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import ops
+
+Streams = tuple[torch.Tensor, torch.Tensor]
+
+
+class Squeeze2x2(nn.Module):
+    """Space-to-depth by 2 in A-INN's channel order (see ``ops.squeeze``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.squeeze2x2(x)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return ops.unsqueeze2x2(y)
+
+
+class InvConv1x1(nn.Module):
+    """Invertible 1x1 convolution, initialised orthogonal (Q of a QR of a Gaussian)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
+        self.weight = nn.Parameter(q.to(torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.weight.shape[0]
+        return F.conv2d(x, self.weight.to(x.dtype).view(c, c, 1, 1))
+
+    def inverse_weight(self) -> torch.Tensor:
+        # float64 keeps the round trip exact to float32 precision even for
+        # ill-conditioned trained matrices.
+        return torch.linalg.inv(self.weight.double())
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        c = self.weight.shape[0]
+        return F.conv2d(y, self.inverse_weight().to(y.dtype).view(c, c, 1, 1))
+
+
+class Bottleneck(nn.Module):
+    """Coupling sub-network: conv kxk -> LReLU(0.2) -> conv 1x1 -> LReLU(0.2) -> conv kxk.
+
+    The last convolution starts at zero, so every coupling starts as the identity.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or out_ch
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(in_ch, hidden, kernel_size, padding=pad)
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+        self.conv3 = nn.Conv2d(hidden, out_ch, kernel_size, padding=pad)
+        self.act = nn.LeakyReLU(0.2)
+        for conv in (self.conv1, self.conv2):
+            nn.init.xavier_normal_(conv.weight)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.conv3.weight)
+        nn.init.zeros_(self.conv3.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+
+
+class AffineCoupling(nn.Module):
+    """Two-stream affine coupling (x1 low-frequency, x2 high-frequency), clamp c:
+
+        y1 = x1 * exp(s(G2(x2))) + H2(x2)
+        y2 = x2 * exp(s(G1(y1))) + H1(y1)
+    """
+
+    def __init__(self, channels: int, kernel_size: int, hidden: int | None = None, clamp: float = 1.0) -> None:
+        super().__init__()
+        self.clamp = clamp
+        self.G1 = Bottleneck(channels, channels, kernel_size, hidden)
+        self.G2 = Bottleneck(channels, channels, kernel_size, hidden)
+        self.H1 = Bottleneck(channels, channels, kernel_size, hidden)
+        self.H2 = Bottleneck(channels, channels, kernel_size, hidden)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Streams:
+        y1 = ops.affine_coupling(x1, self.G2(x2), self.H2(x2), self.clamp)
+        y2 = ops.affine_coupling(x2, self.G1(y1), self.H1(y1), self.clamp)
+        return y1, y2
+
+    def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Streams:
+        x2 = ops.affine_coupling_inverse(y2, self.G1(y1), self.H1(y1), self.clamp)
+        x1 = ops.affine_coupling_inverse(y1, self.G2(x2), self.H2(x2), self.clamp)
+        return x1, x2
+
+
+class InvertibleLevel(nn.Module):
+    """One level: Squeeze(2) -> InvConv1x1 -> couplings, applied to both streams."""
+
+    def __init__(
+        self, in_channels: int, kernel_size: int, hidden: int | None = None, couplings: int = 3, clamp: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.channels = 4 * in_channels
+        self.squeeze = Squeeze2x2()
+        self.conv1x1 = InvConv1x1(self.channels)
+        self.couplings = nn.ModuleList(
+            AffineCoupling(self.channels, kernel_size, hidden, clamp) for _ in range(couplings)
+        )
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Streams:
+        x1 = self.conv1x1(self.squeeze(x1))
+        x2 = self.conv1x1(self.squeeze(x2))
+        for coupling in self.couplings:
+            x1, x2 = coupling(x1, x2)
+        return x1, x2
+
+    def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Streams:
+        for coupling in reversed(self.couplings):
+            y1, y2 = coupling.inverse(y1, y2)
+        y1 = self.squeeze.inverse(self.conv1x1.inverse(y1))
+        y2 = self.squeeze.inverse(self.conv1x1.inverse(y2))
+        return y1, y2
+
+
+class InvertibleNetwork(nn.Module):
+    """Four levels taking 3-channel streams at H x W to 768-channel streams at H/16."""
+
+    def __init__(
+        self,
+        kernel_sizes: Sequence[int] = (5, 5, 3, 3),
+        hidden: Sequence[int | None] = (None, None, None, None),
+        couplings: int = 3,
+        clamp: float = 1.0,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        levels = []
+        c = in_channels
+        for k, hid in zip(kernel_sizes, hidden):
+            levels.append(InvertibleLevel(c, k, hid, couplings, clamp))
+            c *= 4
+        self.levels = nn.ModuleList(levels)
+        self.out_channels = c
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Streams:
+        for level in self.levels:
+            x1, x2 = level(x1, x2)
+        return x1, x2
+
+    def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Streams:
+        for level in reversed(self.levels):
+            y1, y2 = level.inverse(y1, y2)
+        return y1, y2

@@ -1,0 +1,130 @@
+"""The A-INN compression model (Gao et al., IEEE TIP 2025) as readable PyTorch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import MaskedConv2d, conv3x3, subpel_conv3x3
+from compressai.models import CompressionModel, JointAutoregressiveHierarchicalPriors
+
+from .. import ops
+from ..layers import CFRM, FrequencyDecomposition, FrequencySynthesis, InvertibleNetwork, MultiScaleCFRM
+from ..layers import ProgressiveDenoiser
+from .config import AINNConfig
+
+STRIDE = 64  # total downsampling with the hyperprior: inputs must be multiples of it
+
+
+class AINN(CompressionModel):
+    """Approximately invertible network with a joint hyperprior + context entropy model.
+
+    ``g_a`` and ``g_s`` are methods, not modules, because they share the invertible
+    network's weights: the synthesis runs the same levels in inverse, repaired by CFRM,
+    PDM and FDSM-S.
+    """
+
+    def __init__(self, config: AINNConfig) -> None:
+        super().__init__()
+        cfg = self.config = config
+        N, M = self.N, self.M = config.N, config.M
+
+        self.fdsm_d = FrequencyDecomposition()
+        self.inn = InvertibleNetwork(cfg.kernel_sizes, cfg.coupling_hidden, cfg.couplings_per_level, cfg.clamp)
+        width = self.inn.out_channels  # 768 per stream
+        if (2 * width) % M:
+            raise ValueError(f"M={M} must divide the {2 * width} channels of the two streams")
+        self.cfrm = nn.ModuleList(CFRM(M, width, cfg.cfrm_layers) for _ in range(2))
+        self.ms_cfrm = MultiScaleCFRM(M, width // 4, cfg.ms_cfrm_layers) if cfg.ms_cfrm else None
+        # PDM after inverse level L sees the level's input width 3 * 4^(L-1); one per stream.
+        self.pdm = nn.ModuleDict(
+            {
+                str(level): nn.ModuleList(
+                    ProgressiveDenoiser(3 * 4 ** (level - 1), widths, cfg.pdm_step, cfg.pdm_unet_identity)
+                    for _ in range(2)
+                )
+                for level, widths in sorted(cfg.pdm_widths.items(), reverse=True)
+            }
+        )
+        self.fdsm_s = FrequencySynthesis(3, cfg.mask_ch)
+
+        # Entropy model: Cheng2020-anchor hyper-networks, Minnen 2018 joint context.
+        self.h_a = nn.Sequential(
+            conv3x3(M, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N, stride=2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N, stride=2),
+        )
+        self.h_s = nn.Sequential(
+            conv3x3(N, N),
+            nn.LeakyReLU(inplace=True),
+            subpel_conv3x3(N, N, 2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N, N * 3 // 2),
+            nn.LeakyReLU(inplace=True),
+            subpel_conv3x3(N * 3 // 2, N * 3 // 2, 2),
+            nn.LeakyReLU(inplace=True),
+            conv3x3(N * 3 // 2, M * 2),
+        )
+        self.context_prediction = MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1)
+        self.entropy_parameters = nn.Sequential(
+            nn.Conv2d(M * 12 // 3, M * 10 // 3, 1),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(M * 10 // 3, M * 8 // 3, 1),
+            nn.LeakyReLU(inplace=True),
+            nn.Conv2d(M * 8 // 3, M * 6 // 3, 1),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    @property
+    def downsampling_factor(self) -> int:
+        return STRIDE
+
+    def g_a(self, x: torch.Tensor) -> torch.Tensor:
+        """Analysis: image (B, 3, H, W) -> latent y (B, M, H/16, W/16)."""
+        x1, x2 = self.inn(*self.fdsm_d(x))
+        return ops.group_mean(x1, x2, self.M)
+
+    def g_s(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Synthesis, the approximate inverse: y_hat -> CFRM -> inverse levels with PDM -> FDSM-S."""
+        x1, x2 = (cfrm(y_hat) for cfrm in self.cfrm)
+        levels = self.inn.levels
+        for number in range(len(levels), 0, -1):
+            x1, x2 = levels[number - 1].inverse(x1, x2)
+            key = str(number)
+            if key in self.pdm:
+                x1, x2 = self.pdm[key][0](x1), self.pdm[key][1](x2)
+            if number == len(levels) and self.ms_cfrm is not None:
+                x1, x2 = self.ms_cfrm(y_hat, x1, x2)
+        return self.fdsm_s(x1, x2)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        h, w = x.shape[-2:]
+        if x.dim() != 4 or x.shape[1] != 3 or h % STRIDE or w % STRIDE:
+            raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {STRIDE}, got {tuple(x.shape)}")
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        params = self.h_s(z_hat)
+        # Training: additive uniform noise (seen by context model and decoder alike, as
+        # in the reference code); evaluation: rounding.
+        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        ctx_params = self.context_prediction(y_hat)
+        gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
+        scales_hat, means_hat = gaussian_params.chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        x_hat = self.g_s(y_hat)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # Entropy coding: CompressAI's serial autoregressive coder for the same joint model,
+    # borrowed as is (it only uses g_a/g_s, the hyper-networks and the entropy modules).
+    compress = JointAutoregressiveHierarchicalPriors.compress
+    decompress = JointAutoregressiveHierarchicalPriors.decompress
+    _compress_ar = JointAutoregressiveHierarchicalPriors._compress_ar
+    _decompress_ar = JointAutoregressiveHierarchicalPriors._decompress_ar

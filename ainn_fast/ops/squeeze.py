@@ -1,0 +1,46 @@
+"""Space-to-depth squeeze in A-INN's channel order, its inverse, and the channel squeeze.
+
+A-INN orders squeezed channels as (i * 2 + j) * C + c for row offset i and column offset
+j in each 2x2 cell: NOT pixel_unshuffle's c * 4 + i * 2 + j. The order matters because
+the final channel squeeze averages fixed channel groups.
+"""
+
+import torch
+
+from ..backend import Op
+
+
+def _squeeze2x2_reference(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 4C, H/2, W/2), output channel (i * 2 + j) * C + c."""
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"squeeze2x2 needs even height and width, got {h}x{w}")
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)
+    return x.reshape(b, 4 * c, h // 2, w // 2)
+
+
+def _unsqueeze2x2_reference(y: torch.Tensor) -> torch.Tensor:
+    """(B, 4C, H, W) -> (B, C, 2H, 2W), the exact inverse of squeeze2x2."""
+    b, c4, h, w = y.shape
+    if c4 % 4:
+        raise ValueError(f"unsqueeze2x2 needs a multiple of 4 channels, got {c4}")
+    c = c4 // 4
+    y = y.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return y.reshape(b, c, 2 * h, 2 * w)
+
+
+def _group_mean_reference(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> torch.Tensor:
+    """Channel squeeze: concatenate both streams and average fixed groups of channels.
+
+    Output channel c is the mean of channels c, c + M, c + 2M, ... of cat([x1, x2]).
+    """
+    x = torch.cat([x1, x2], dim=1)
+    b, c, h, w = x.shape
+    if c % out_channels:
+        raise ValueError(f"group_mean: {c} channels do not split into groups of {out_channels}")
+    return x.reshape(b, c // out_channels, out_channels, h, w).mean(dim=1)
+
+
+squeeze2x2 = Op("squeeze2x2", _squeeze2x2_reference)
+unsqueeze2x2 = Op("unsqueeze2x2", _unsqueeze2x2_reference)
+group_mean = Op("group_mean", _group_mean_reference)
