@@ -1,0 +1,34 @@
+import os
+
+# Triton kernels run on CPU tensors only in interpreter mode, which must be set before
+# any kernel module is imported.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> torch.Tensor:
+    """scikit-image's bundled 512x512 photo as a (1, 3, H, W) float tensor in [0, 1]."""
+    from skimage import data
+
+    return torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+
+
+def perturb_couplings(inn: torch.nn.Module, std: float = 0.05) -> None:
+    """Give every coupling's (zero-initialised) last conv non-zero weights, so that an
+    inversion test exercises real affine transforms instead of the identity."""
+    for name, module in inn.named_modules():
+        if name.endswith("conv3"):
+            torch.nn.init.normal_(module.weight, std=std)
+            torch.nn.init.normal_(module.bias, std=std)

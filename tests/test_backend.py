@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+import ainn_fast
+from ainn_fast import backend, ops
+
+
+def test_auto_uses_reference_when_nothing_else_is_built(monkeypatch):
+    monkeypatch.delenv("AINN_BACKEND", raising=False)
+    assert ainn_fast.get_backend() == "auto"
+    assert ops.squeeze2x2.resolve("cpu") == "reference"
+    assert ainn_fast.available_backends("cpu") == ["reference"]
+
+
+def test_use_backend_nests_and_restores(monkeypatch):
+    monkeypatch.delenv("AINN_BACKEND", raising=False)
+    with ainn_fast.use_backend("reference"):
+        assert ainn_fast.get_backend() == "reference"
+        with ainn_fast.use_backend("auto"):
+            assert ainn_fast.get_backend() == "auto"
+        assert ainn_fast.get_backend() == "reference"
+    assert ainn_fast.get_backend() == "auto"
+
+
+def test_environment_variable_and_set_backend_precedence(monkeypatch):
+    monkeypatch.setenv("AINN_BACKEND", "reference")
+    assert ainn_fast.get_backend() == "reference"
+    monkeypatch.setattr(backend, "_global", None)
+    ainn_fast.set_backend("auto")
+    assert ainn_fast.get_backend() == "auto"  # set_backend beats the environment
+    with ainn_fast.use_backend("reference"):  # the context beats both
+        assert ainn_fast.get_backend() == "reference"
+
+
+def test_unknown_backend_names_the_choices(monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'cuda'.*reference"):
+        ainn_fast.set_backend("cuda")
+    monkeypatch.setenv("AINN_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="unknown backend 'fastest'"):
+        ops.squeeze2x2(torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("name", ["triton", "native"])
+def test_unbuilt_backend_by_name_is_an_error_not_a_fallback(name):
+    x = torch.zeros(1, 1, 2, 2)
+    with ainn_fast.use_backend(name), pytest.raises(ainn_fast.BackendUnavailableError, match="not part of this build"):
+        ops.squeeze2x2(x)
+
+
+def test_registered_backend_is_dispatched_and_auto_prefers_it(monkeypatch):
+    op = backend.Op("probe_op", lambda x: x + 1)
+    op.register("native")(lambda x: x + 2)
+    monkeypatch.setitem(backend._probes, "native", lambda device_type: None)
+    x = torch.zeros(3)
+    assert op(x).tolist() == [2.0] * 3  # auto picks native on CPU
+    with ainn_fast.use_backend("reference"):
+        assert op(x).tolist() == [1.0] * 3
+    monkeypatch.setitem(backend._probes, "native", lambda device_type: "extension failed to load")
+    assert op(x).tolist() == [1.0] * 3  # auto falls back
+    with ainn_fast.use_backend("native"), pytest.raises(ainn_fast.BackendUnavailableError, match="failed to load"):
+        op(x)
+
+
+def test_backend_with_missing_op_is_an_error(monkeypatch):
+    op = backend.Op("probe_op2", lambda x: x)
+    monkeypatch.setitem(backend._probes, "triton", lambda device_type: None)
+    with ainn_fast.use_backend("triton"), pytest.raises(ainn_fast.BackendUnavailableError, match="probe_op2"):
+        op(torch.zeros(1))
+
+
+def test_every_fused_op_is_registered_with_a_reference():
+    names = {op.name for op in ops.ALL_OPS}
+    assert names == {
+        "affine_coupling",
+        "affine_coupling_inverse",
+        "squeeze2x2",
+        "unsqueeze2x2",
+        "group_mean",
+        "multiscale_decompose",
+        "frequency_blend",
+    }
+    assert all("reference" in op.impls for op in ops.ALL_OPS)
