@@ -1,0 +1,164 @@
+"""The whole model: shapes, size, train/eval behaviour, CompressAI API."""
+
+import pytest
+import torch
+
+from ainn_fast import zoo
+from ainn_fast.layers.pdm import ProgressiveDenoiser
+from ainn_fast.models import AINN
+
+
+@pytest.fixture(scope="module")
+def tiny() -> AINN:
+    torch.manual_seed(0)
+    return zoo.ainn(1, config="tiny")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 128), (192, 128)])
+def test_shapes(tiny, size):
+    h, w = size
+    x = torch.rand(2, 3, h, w)
+    y = tiny.g_a(x)
+    assert y.shape == (2, tiny.M, h // 16, w // 16)
+    z = tiny.h_a(y)
+    assert z.shape == (2, tiny.N, h // 64, w // 64)
+    out = tiny(x)
+    assert out["x_hat"].shape == x.shape
+    assert out["likelihoods"]["y"].shape == y.shape
+    assert out["likelihoods"]["z"].shape == z.shape
+
+
+def test_paper_latent_shapes_at_both_widths():
+    for quality, width in ((5, 128), (6, 192)):
+        model = zoo.ainn(quality, config="paper")
+        assert model.N == model.M == width
+        with torch.no_grad():
+            y = model.g_a(torch.rand(1, 3, 64, 128))
+        assert y.shape == (1, width, 4, 8)
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_paper_parameter_count_is_216M_at_N192():
+    model = zoo.ainn(8, config="paper")
+    assert model.N == 192
+    assert abs(count(model) - 216e6) / 216e6 < 0.01
+    # The level-4 sub-networks alone hold about 135 M (architecture document).
+    assert abs(count(model.inn.levels[3]) - 135e6) / 135e6 < 0.01
+
+
+def test_lite_is_at_most_20M_at_every_quality():
+    for quality in (1, 8):
+        assert count(zoo.ainn(quality, config="lite")) <= 20e6
+
+
+def test_rejects_sizes_that_are_not_multiples_of_64(tiny):
+    with pytest.raises(ValueError, match="multiples of 64"):
+        tiny(torch.rand(1, 3, 64, 100))
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown config"):
+        zoo.ainn(1, config="huge")
+    with pytest.raises(ValueError, match="unknown metric"):
+        zoo.ainn(1, metric="psnr")
+    with pytest.raises(ValueError, match="quality"):
+        zoo.ainn(9)
+    with pytest.raises(RuntimeError, match="no pretrained weights"):
+        zoo.ainn(1, pretrained=True)
+
+
+def test_eval_rounds_and_is_deterministic(tiny):
+    tiny.eval()
+    x = torch.rand(1, 3, 64, 64)
+    seen = []
+    hook = tiny.context_prediction.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        a, b = tiny(x), tiny(x)
+    hook.remove()
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    y_hat = seen[0]
+    assert torch.equal(y_hat, torch.round(y_hat))  # rounded latent
+    tiny.train()
+
+
+def test_train_adds_uniform_noise_and_updates_batchnorm(tiny):
+    tiny.train()
+    x = torch.rand(2, 3, 64, 64)
+    seen = []
+    hook = tiny.context_prediction.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    bn = tiny.pdm["2"][0].unet.inc.double_conv[1]
+    before = bn.running_mean.clone()
+    with torch.no_grad():
+        a = tiny(x)
+        b = tiny(x)
+    hook.remove()
+    assert not torch.equal(a["x_hat"], b["x_hat"])
+    y = tiny.g_a(x).detach()
+    noise = seen[0] - y
+    assert noise.abs().max() <= 0.5 and noise.std() > 0.2  # U(-0.5, 0.5): std 0.289
+    assert not torch.equal(bn.running_mean, before)
+    tiny.eval()
+    frozen = bn.running_mean.clone()
+    with torch.no_grad():
+        tiny(x)
+    assert torch.equal(bn.running_mean, frozen)
+    tiny.train()
+
+
+def test_pdm_step_keeps_the_authors_identity_inside_u():
+    torch.manual_seed(1)
+    step = ProgressiveDenoiser(4, (8, 8)).eval()
+    textbook = ProgressiveDenoiser(4, (8, 8), unet_identity=False).eval()
+    textbook.load_state_dict(step.state_dict())
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        body = step.unet(x)
+        torch.testing.assert_close(step(x), 1.2 * x + 0.2 * body)
+        torch.testing.assert_close(textbook(x), x + 0.2 * body)
+
+
+def test_ms_cfrm_option_starts_as_identity():
+    torch.manual_seed(0)
+    base = zoo.ainn(1, config="tiny").eval()
+    torch.manual_seed(0)
+    with_ms = zoo.ainn(1, config="tiny", ms_cfrm=True).eval()
+    assert with_ms.ms_cfrm is not None and base.ms_cfrm is None
+    with_ms.load_state_dict(base.state_dict(), strict=False)
+    y = torch.randn(1, 32, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(with_ms.g_s(y), base.g_s(y))
+        for conv in (with_ms.ms_cfrm.recover[0].skip, with_ms.ms_cfrm.recover[1].skip):
+            torch.nn.init.normal_(conv.weight, std=0.1)
+        assert not torch.allclose(with_ms.g_s(y), base.g_s(y))
+
+
+def test_aux_loss_trains_quantiles(tiny):
+    aux = tiny.aux_loss()
+    assert aux.requires_grad and aux.item() > 0
+    aux.backward()
+    assert tiny.entropy_bottleneck.quantiles.grad.abs().sum() > 0
+
+
+def test_compress_decompress_round_trip(tiny, astronaut):
+    tiny.eval()
+    tiny.update(force=True)
+    x = astronaut[:, :, 128:192, 192:320]
+    captured = []
+    hook = tiny.cfrm[0].register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+    with torch.no_grad():
+        y = tiny.g_a(x)
+        captured.clear()
+        enc = tiny.compress(x)
+        dec = tiny.decompress(enc["strings"], enc["shape"])
+        dec2 = tiny.decompress(enc["strings"], enc["shape"])
+    hook.remove()
+    y_hat = captured[0]
+    # y_hat = round(y - mean) + mean: within half a step of y wherever decoding kept sync.
+    assert (y_hat - y).abs().max() <= 0.5 + 1e-4
+    assert dec["x_hat"].shape == x.shape
+    assert torch.equal(dec["x_hat"], dec2["x_hat"])
+    assert sum(len(s) for s in enc["strings"][0] + enc["strings"][1]) > 0
+    tiny.train()
