@@ -63,6 +63,7 @@ setup(
     extras_require={
         "dev": ["pytest", "pytest-benchmark", "ninja", "scikit-image", "hypothesis", "matplotlib"],
     },
+    entry_points={"console_scripts": ["ainn = ainn_fast.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

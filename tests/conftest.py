@@ -32,3 +32,22 @@ def perturb_couplings(inn: torch.nn.Module, std: float = 0.05) -> None:
         if name.endswith("conv3"):
             torch.nn.init.normal_(module.weight, std=std)
             torch.nn.init.normal_(module.bias, std=std)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec_model():
+    """A tiny model prepared for coding (eval, CDF tables), deterministic weights."""
+    from ainn_fast import codec, zoo
+
+    torch.manual_seed(7)  # not the default model's seed: stands for trained weights
+    model = zoo.ainn(3, config="tiny")
+    return codec.prepare_model(model)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_codec_model):
+    from ainn_fast.checkpoint import save_model
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_model(tiny_codec_model, path)
+    return path

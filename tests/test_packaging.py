@@ -21,10 +21,12 @@ def test_ci_runs_the_readme_commands():
     # The extraction itself: the command printed is the README's line.
     cmd = (
         "source <(sed -n '/^readme_command()/,/^}/p' .ci/run) && readme_command setup && readme_command test"
+        " && readme_command main"
     )
     out = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith("python3.11 -m venv .venv") and "constraints.txt" in out[0]
     assert out[1] == ".venv/bin/python -m pytest -q"
+    assert out[2] == ".venv/bin/ainn demo"
 
 
 def test_package_imports_without_side_effects():

@@ -36,18 +36,24 @@ class InvConv1x1(nn.Module):
         q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
         self.weight = nn.Parameter(q.to(torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.weight.shape[0]
-        return F.conv2d(x, self.weight.to(x.dtype).view(c, c, 1, 1))
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Apply W to one tensor, or to several (the streams) sharing the weight."""
+        return _apply_1x1(self.weight, xs)
 
     def inverse_weight(self) -> torch.Tensor:
         # float64 keeps the round trip exact to float32 precision even for
         # ill-conditioned trained matrices.
         return torch.linalg.inv(self.weight.double())
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        c = self.weight.shape[0]
-        return F.conv2d(y, self.inverse_weight().to(y.dtype).view(c, c, 1, 1))
+    def inverse(self, *ys: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Apply W^-1 (computed once for all the tensors given)."""
+        return _apply_1x1(self.inverse_weight(), ys)
+
+
+def _apply_1x1(weight: torch.Tensor, xs: tuple[torch.Tensor, ...]):
+    c = weight.shape[0]
+    out = tuple(F.conv2d(x, weight.to(x.dtype).view(c, c, 1, 1)) for x in xs)
+    return out[0] if len(out) == 1 else out
 
 
 class Bottleneck(nn.Module):
@@ -116,8 +122,7 @@ class InvertibleLevel(nn.Module):
         )
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Streams:
-        x1 = self.conv1x1(self.squeeze(x1))
-        x2 = self.conv1x1(self.squeeze(x2))
+        x1, x2 = self.conv1x1(self.squeeze(x1), self.squeeze(x2))
         for coupling in self.couplings:
             x1, x2 = coupling(x1, x2)
         return x1, x2
@@ -125,9 +130,8 @@ class InvertibleLevel(nn.Module):
     def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Streams:
         for coupling in reversed(self.couplings):
             y1, y2 = coupling.inverse(y1, y2)
-        y1 = self.squeeze.inverse(self.conv1x1.inverse(y1))
-        y2 = self.squeeze.inverse(self.conv1x1.inverse(y2))
-        return y1, y2
+        y1, y2 = self.conv1x1.inverse(y1, y2)
+        return self.squeeze.inverse(y1), self.squeeze.inverse(y2)
 
 
 class InvertibleNetwork(nn.Module):

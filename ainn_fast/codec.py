@@ -1,0 +1,172 @@
+"""Whole-file compression: image -> .ainn bytes -> image.
+
+``compress(image, model=None) -> bytes`` and ``decompress(data, model=None) -> PIL image``.
+``model=None`` means the default model (``DEFAULT_CONFIG``) at the requested quality on
+compression, and the model the header names on decompression. A decoder refuses a file
+made by other weights (the header holds a hash of them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import container, image_io
+from .entropy_coding import decode_latents, encode_latents
+from .errors import FormatError, InputError, ModelMismatchError
+from .models import AINN, CONFIGS, STRIDE
+
+DEFAULT_CONFIG = "lite"
+DEFAULT_QUALITY = 3
+DEFAULT_METRIC = "mse"
+# Peak memory of the transforms per padded pixel, measured on CPU (lite and paper,
+# float32, 256^2 and 512^2: 1.6-2.2 KiB), with margin.
+BYTES_PER_PIXEL = 2560
+_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, config: str = DEFAULT_CONFIG) -> AINN:
+    """The model used when none is given: pretrained weights where they ship, else the
+    configuration initialised from a fixed seed (untrained: reconstructions are poor)."""
+    from . import zoo
+
+    try:
+        return zoo.ainn(quality, metric, config, pretrained=True)
+    except RuntimeError:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = zoo.ainn(quality, metric, config)
+        return model
+
+
+def weights_hash(model: AINN) -> bytes:
+    """First 16 bytes of SHA-256 over the learned state (CDF tables are derived from it)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        if key.rsplit(".", 1)[-1] in _DERIVED:
+            continue
+        t = value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype).contiguous()
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.numpy().tobytes())
+    return h.digest()[: container.HASH_BYTES]
+
+
+def prepare_model(model: AINN, device: str | torch.device | None = None) -> AINN:
+    """Evaluation mode, CDF tables derived on the CPU (deterministic), then to ``device``."""
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().cpu()
+    model.update(force=True)
+    model._ainn_hash = weights_hash(model)
+    return model.to(target)
+
+
+def _identity(model: AINN) -> tuple[str, int, str, bytes]:
+    if getattr(model, "_ainn_hash", None) is None:
+        prepare_model(model)
+    return model.config.name, int(getattr(model, "quality", 0) or 0), getattr(model, "metric", "mse"), model._ainn_hash
+
+
+def check_memory(width: int, height: int, device: torch.device, model: AINN | None = None) -> None:
+    """Fail before allocating when an image of this size cannot fit."""
+    pixels = math.ceil(height / STRIDE) * STRIDE * math.ceil(width / STRIDE) * STRIDE
+    need = pixels * BYTES_PER_PIXEL
+    available = _available_bytes(device)
+    if available is not None and need > available:
+        raise InputError(
+            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to code, "
+            f"only {available / 2**30:.1f} GiB available on {device.type}"
+        )
+
+
+def _available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % STRIDE, -w % STRIDE
+    # Edge replication: no artificial edge for the transform to spend bits on.
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def encode(
+    image, model: AINN | None = None, quality: int | None = None, device=None, progress: Callable | None = None
+) -> tuple[bytes, torch.Tensor]:
+    """Compress; return the file's bytes and the quantized latent y_hat (for checks)."""
+    prepared = image_io.prepare(image)
+    if model is None:
+        model = prepare_model(default_model(quality or DEFAULT_QUALITY), device)
+    elif quality is not None and quality != getattr(model, "quality", quality):
+        raise InputError(f"quality {quality} asked for, but the model given has quality {model.quality}")
+    config, q, metric, digest = _identity(model)
+    if device is not None and next(model.parameters()).device != torch.device(device):
+        model.to(device)
+    dev = next(model.parameters()).device
+    _, _, height, width = prepared.rgb.shape
+    if not (1 <= width <= container.MAX_SIDE and 1 <= height <= container.MAX_SIDE):
+        raise InputError(f"image is {width}x{height}; each side must be 1..{container.MAX_SIDE}")
+    check_memory(width, height, dev)
+    with torch.no_grad():
+        y = model.g_a(_pad(prepared.rgb.to(dev)))
+    y_string, z_string, y_hat = encode_latents(model, y, progress)
+    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode)
+    data = container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette))
+    return data, y_hat
+
+
+def resolve_model(header: container.Header, model: AINN | None = None, device=None) -> AINN:
+    """The model that decodes ``header``: the one given, else the default it names."""
+    if model is None:
+        if header.config not in CONFIGS:
+            raise FormatError(f"file names an unknown model config {header.config!r}")
+        model = prepare_model(default_model(header.quality, header.metric, header.config), device)
+        origin = "the default model"
+    else:
+        origin = "the model given"
+        if device is not None:
+            model.to(device)
+    config, quality, metric, digest = _identity(model)
+    if digest != header.weights_hash:
+        raise ModelMismatchError(
+            f"file was made by {header.model_identity()}; {origin} is {config} q{quality} {metric}, "
+            f"weights {digest.hex()}"
+        )
+    return model
+
+
+def decode(data: bytes, model: AINN | None = None, device=None, progress: Callable | None = None):
+    """Decompress; return the image and the decoded latent y_hat."""
+    c = container.unpack(bytes(data))
+    h = c.header
+    dev = torch.device(device) if device is not None else (next(model.parameters()).device if model else torch.device("cpu"))
+    check_memory(h.width, h.height, dev)
+    model = resolve_model(h, model, device)
+    latent = (math.ceil(h.height / STRIDE) * STRIDE // 16, math.ceil(h.width / STRIDE) * STRIDE // 16)
+    y_hat = decode_latents(model, c.y, c.z, latent, progress)
+    with torch.no_grad():
+        x_hat = model.g_s(y_hat)[:, :, : h.height, : h.width]
+    return image_io.restore(x_hat, h.mode, c.alpha, c.palette), y_hat
+
+
+def compress(image, model: AINN | None = None, quality: int | None = None, device=None) -> bytes:
+    """A whole .ainn file for ``image`` (PIL image, uint8 array or float tensor)."""
+    return encode(image, model, quality, device)[0]
+
+
+def decompress(data: bytes, model: AINN | None = None, device=None) -> Image.Image:
+    """The image of a whole .ainn file."""
+    return decode(data, model, device)[0]

@@ -1,0 +1,127 @@
+"""The ainn command: round trips through files, exit codes, one-line errors, no partial files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from ainn_fast import container
+from ainn_fast.cli import main
+
+
+@pytest.fixture()
+def photo_png(tmp_path) -> Path:
+    path = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()[100:170, 200:290]).save(path)
+    return path
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_compress_info_decompress(capsys, tmp_path, photo_png, tiny_checkpoint):
+    ainn = tmp_path / "c.ainn"
+    rc, out, err = run(capsys, "compress", photo_png, "-o", ainn, "--checkpoint", tiny_checkpoint)
+    assert rc == 0, err
+    size = ainn.stat().st_size
+    assert f"{size} bytes" in out
+    rc, out, err = run(capsys, "info", ainn)
+    assert rc == 0
+    assert "tiny quality 3 mse" in out and "90x70 RGB" in out
+    bpp = float(out.split("bpp:")[1].split()[0])
+    assert bpp == pytest.approx(8 * size / (90 * 70), abs=1e-4)
+    png = tmp_path / "d.png"
+    rc, out, err = run(capsys, "decompress", ainn, "-o", png, "--checkpoint", tiny_checkpoint)
+    assert rc == 0, err
+    with Image.open(png) as img:
+        assert img.size == (90, 70) and img.mode == "RGB"
+
+
+def one_line_error(rc, err):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ainn: error:"), err
+    return lines[0]
+
+
+def test_existing_output_needs_force(capsys, tmp_path, photo_png, tiny_checkpoint):
+    ainn = tmp_path / "c.ainn"
+    ainn.write_bytes(b"precious")
+    rc, _, err = run(capsys, "compress", photo_png, "-o", ainn, "--checkpoint", tiny_checkpoint)
+    assert "--force" in one_line_error(rc, err)
+    assert ainn.read_bytes() == b"precious"
+    rc, _, err = run(capsys, "compress", photo_png, "-o", ainn, "--checkpoint", tiny_checkpoint, "--force")
+    assert rc == 0 and ainn.read_bytes()[:4] == b"AINN"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compress"], "input"),
+        (["compress", "{png}", "--quality", "9"], "quality"),
+        (["compress", "{png}", "--bogus"], "unrecognized"),
+        (["frobnicate"], "invalid choice"),
+        (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.ainn"], "no such file"),
+        (["compress", "{tmp}/notimage.png", "-o", "{tmp}/x.ainn"], "not an image"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--checkpoint", "{tmp}/nockpt.safetensors"], "does not exist"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--checkpoint", "{tmp}/notimage.png"], "checkpoint"),
+        (["compress", "{png}", "-o", "{tmp}/nodir/x.ainn"], "does not exist"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--device", "tpu"], "unknown device"),
+        (["decompress", "{tmp}/notimage.png", "-o", "{tmp}/x.png"], "not an .ainn file"),
+        (["decompress", "{tmp}/x.ainn", "-o", "{tmp}/x.png"], "no such file"),
+        (["info", "{tmp}/notimage.png"], "not an .ainn file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_output(capsys, tmp_path, photo_png, argv, message):
+    (tmp_path / "notimage.png").write_bytes(b"this is not a PNG at all")
+    argv = [a.format(png=photo_png, tmp=tmp_path) for a in argv]
+    before = set(tmp_path.rglob("*"))
+    rc, _, err = run(capsys, *argv)
+    assert message in one_line_error(rc, err)
+    assert set(tmp_path.rglob("*")) == before  # nothing written, no temporary left
+
+
+def test_truncated_file_and_wrong_weights(capsys, tmp_path, photo_png, tiny_checkpoint):
+    ainn = tmp_path / "c.ainn"
+    assert run(capsys, "compress", photo_png, "-o", ainn, "--checkpoint", tiny_checkpoint)[0] == 0
+    cut = tmp_path / "cut.ainn"
+    cut.write_bytes(ainn.read_bytes()[:-7])
+    rc, _, err = run(capsys, "decompress", cut, "-o", tmp_path / "cut.png")
+    assert "corrupt or truncated" in one_line_error(rc, err)
+    assert not (tmp_path / "cut.png").exists()
+    # Decoding without the checkpoint: the default tiny model has other weights.
+    rc, _, err = run(capsys, "decompress", ainn, "-o", tmp_path / "w.png")
+    line = one_line_error(rc, err)
+    assert container.unpack(ainn.read_bytes()).header.weights_hash.hex() in line
+    assert not (tmp_path / "w.png").exists()
+
+
+def test_unknown_output_format_is_refused_before_decoding(capsys, tmp_path, photo_png, tiny_checkpoint):
+    ainn = tmp_path / "c.ainn"
+    assert run(capsys, "compress", photo_png, "-o", ainn, "--checkpoint", tiny_checkpoint)[0] == 0
+    rc, _, err = run(capsys, "decompress", ainn, "-o", tmp_path / "out.xyz", "--checkpoint", tiny_checkpoint)
+    assert "unknown output format" in one_line_error(rc, err)
+
+
+def test_rgba_input_keeps_alpha_through_files(capsys, tmp_path, tiny_checkpoint):
+    rgba = Image.fromarray(data.astronaut()[:40, :50]).convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.arange(2000) % 256).astype(np.uint8).reshape(40, 50)))
+    src = tmp_path / "a.png"
+    rgba.save(src)
+    assert run(capsys, "compress", src, "-o", tmp_path / "a.ainn", "--checkpoint", tiny_checkpoint)[0] == 0
+    assert run(capsys, "decompress", tmp_path / "a.ainn", "-o", tmp_path / "b.png", "--checkpoint", tiny_checkpoint)[0] == 0
+    with Image.open(tmp_path / "b.png") as out:
+        assert out.mode == "RGBA" and out.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+
+
+def test_console_script_entry_point():
+    # The installed `ainn` runs main(); as a module it behaves the same.
+    r = subprocess.run([sys.executable, "-m", "ainn_fast.cli", "info", "/nonexistent.ainn"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "ainn: error: /nonexistent.ainn: no such file"

@@ -1,0 +1,139 @@
+"""Whole-file round trips through the codec API: sizes, modes, determinism, identity."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from ainn_fast import codec, container, zoo
+from ainn_fast.errors import FormatError, InputError, ModelMismatchError
+
+
+def photo(name: str, size=None) -> Image.Image:
+    img = Image.fromarray(getattr(data, name)())
+    return img.crop((0, 0, *size)) if size else img
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("astronaut", (1, 1)), ("coffee", (63, 65)), ("chelsea", (100, 300)), ("rocket", (130, 70)), ("astronaut", (64, 64))],
+)
+def test_round_trip_keeps_y_hat_size_and_mode(tiny_codec_model, name, size):
+    img = photo(name, size)
+    blob, y_enc = codec.encode(img, tiny_codec_model)
+    out, y_dec = codec.decode(blob, tiny_codec_model)
+    assert torch.equal(y_enc, y_dec)
+    assert out.size == img.size and out.mode == img.mode
+    h, w = -(-size[1] // 64) * 4, -(-size[0] // 64) * 4
+    assert y_dec.shape == (1, tiny_codec_model.M, h, w)
+
+
+def test_tall_thin_image(tiny_codec_model):
+    cam = np.concatenate([data.camera(), data.camera()])  # 1024 x 512 gray photo
+    img = Image.fromarray(np.repeat(cam[:1000, :100, None], 3, axis=2))  # 100 wide, 1000 high
+    blob, y_enc = codec.encode(img, tiny_codec_model)
+    out, y_dec = codec.decode(blob, tiny_codec_model)
+    assert torch.equal(y_enc, y_dec) and out.size == (100, 1000)
+
+
+def test_same_input_same_bytes(tiny_codec_model):
+    img = photo("coffee", (80, 70))
+    assert codec.compress(img, tiny_codec_model) == codec.compress(img.copy(), tiny_codec_model)
+
+
+def test_y_hat_is_the_rounded_latent_around_the_predicted_means(tiny_codec_model):
+    img = photo("chelsea", (64, 128))
+    prepared = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = tiny_codec_model.g_a(prepared)
+    _, y_hat = codec.encode(img, tiny_codec_model)
+    assert (y_hat - y).abs().max() <= 0.5 + 1e-5
+
+
+def test_modes(tiny_codec_model):
+    base = photo("astronaut", (70, 50))
+    gray = base.convert("L")
+    rgba = base.copy()
+    rgba.putalpha(Image.fromarray(np.arange(70 * 50, dtype=np.uint8).reshape(50, 70)))
+    la = gray.copy()
+    la.putalpha(128)
+    pal = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    bilevel = gray.convert("1")
+    for img in (gray, rgba, la, pal, bilevel):
+        out = codec.decompress(codec.compress(img, tiny_codec_model), tiny_codec_model)
+        assert out.mode == img.mode and out.size == img.size, img.mode
+        if "A" in img.mode:  # alpha is stored losslessly
+            assert out.getchannel("A").tobytes() == img.getchannel("A").tobytes()
+        if img.mode == "P":
+            assert out.getpalette()[: 16 * 3] == img.getpalette()[: 16 * 3]
+            assert set(np.unique(np.asarray(out))) <= set(range(16))
+
+
+def test_sixteen_bit_is_converted_to_eight(tiny_codec_model):
+    arr = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    img = Image.fromarray(arr)
+    assert img.mode == "I;16"
+    prepared = codec.image_io.prepare(img)
+    assert prepared.mode == "L" and "16-bit" in prepared.notes[0]
+    torch.testing.assert_close(prepared.rgb[0, 0], torch.from_numpy(((arr.astype(np.int64) + 128) // 257).astype(np.float32) / 255))
+    out = codec.decompress(codec.compress(img, tiny_codec_model), tiny_codec_model)
+    assert out.mode == "L" and out.size == (64, 64)
+
+
+def test_float_images_are_refused(tiny_codec_model):
+    with pytest.raises(InputError, match="floating-point"):
+        codec.compress(Image.new("F", (8, 8)), tiny_codec_model)
+
+
+def test_exif_orientation_is_applied(tiny_codec_model):
+    img = photo("chelsea", (80, 40))  # 80 wide, 40 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    loaded = Image.open(io.BytesIO(buf.getvalue()))
+    out = codec.decompress(codec.compress(loaded, tiny_codec_model), tiny_codec_model)
+    assert out.size == (40, 80)
+
+
+def test_arrays_and_tensors_are_accepted(tiny_codec_model):
+    arr = data.astronaut()[:64, :64]
+    from_array = codec.compress(arr, tiny_codec_model)
+    from_tensor = codec.compress(torch.from_numpy(arr).permute(2, 0, 1).float() / 255, tiny_codec_model)
+    assert from_array == from_tensor == codec.compress(Image.fromarray(arr), tiny_codec_model)
+    with pytest.raises(InputError, match="uint8"):
+        codec.compress(arr.astype(np.float32), tiny_codec_model)
+
+
+def test_header_names_the_model_and_a_mismatch_is_refused(tiny_codec_model):
+    blob = codec.compress(photo("coffee", (64, 64)), tiny_codec_model)
+    h = container.unpack(blob).header
+    assert (h.config, h.quality, h.metric) == ("tiny", 3, "mse")
+    assert h.weights_hash == codec.weights_hash(tiny_codec_model)
+    torch.manual_seed(1)
+    other = codec.prepare_model(zoo.ainn(3, config="tiny"))
+    with pytest.raises(ModelMismatchError, match=h.weights_hash.hex() + ".*" + other._ainn_hash.hex()):
+        codec.decompress(blob, other)
+
+
+def test_default_model_is_reproducible():
+    a, b = codec.default_model(1, config="tiny"), codec.default_model(1, config="tiny")
+    assert codec.weights_hash(a) == codec.weights_hash(b)
+    blob = codec.compress(photo("coffee", (64, 64)), codec.prepare_model(a))
+    out = codec.decompress(blob)  # finds the model from the header
+    assert out.size == (64, 64)
+
+
+def test_absurd_sizes_are_refused_before_allocating(tiny_codec_model, monkeypatch):
+    monkeypatch.setattr(codec, "_available_bytes", lambda device: 8 * 2**30)
+    with pytest.raises(InputError, match=r"65535x65535 image needs about 10240.0 GiB"):
+        codec.check_memory(65535, 65535, torch.device("cpu"))
+    blob = bytearray(codec.compress(photo("coffee", (64, 64)), tiny_codec_model))
+    c = container.unpack(bytes(blob))
+    c.header.width = c.header.height = 65535
+    forged = container.pack(c)
+    with pytest.raises(InputError, match="GiB"):
+        codec.decompress(forged, tiny_codec_model)
