@@ -56,9 +56,23 @@ def register_backend(name: str, probe: Callable[[str], str | None]) -> None:
     _probes[_check_name(name)] = probe
 
 
+_optional_loaded = False
+
+
+def _load_optional_backends() -> None:
+    """Import the ops once, which registers the optional backends (``ainn_fast.ops`` does
+    the guarded import of the Triton kernels), so that asking about backends right after
+    ``import ainn_fast`` gives the true answer while the import itself stays light."""
+    global _optional_loaded
+    if not _optional_loaded:
+        _optional_loaded = True
+        import ainn_fast.ops  # noqa: F401
+
+
 def unavailable_reason(name: str, device_type: str = "cpu") -> str | None:
     """Why backend ``name`` cannot run on ``device_type`` (None when it can)."""
     _check_name(name)
+    _load_optional_backends()
     probe = _probes.get(name)
     if probe is None:
         return f"the {name!r} backend is not part of this build of ainn_fast"

@@ -5,11 +5,36 @@ import ainn_fast
 from ainn_fast import backend, ops
 
 
-def test_auto_uses_reference_when_nothing_else_is_built(monkeypatch):
+def test_auto_uses_reference_on_cpu(monkeypatch):
+    # Triton runs on CPU only in its interpreter (a test aid, not a speed-up), so auto
+    # keeps the reference on CPU even when the triton backend is available there.
     monkeypatch.delenv("AINN_BACKEND", raising=False)
     assert ainn_fast.get_backend() == "auto"
     assert ops.squeeze2x2.resolve("cpu") == "reference"
+    assert ainn_fast.available_backends("cpu")[0] == "reference"
+    assert "native" not in ainn_fast.available_backends("cpu")
+
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_triton_availability_on_cpu_follows_the_interpreter(monkeypatch):
+    if not _triton_importable():
+        assert "not part of this build" in backend.unavailable_reason("triton", "cpu")
+        return
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # conftest set it before the kernels were imported
+    assert backend.unavailable_reason("triton", "cpu") is None
+    assert ainn_fast.available_backends("cpu") == ["reference", "triton"]
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert backend.unavailable_reason("triton", "cpu") == "Triton runs on CPU tensors only with TRITON_INTERPRET=1"
     assert ainn_fast.available_backends("cpu") == ["reference"]
+    with ainn_fast.use_backend("triton"), pytest.raises(ainn_fast.BackendUnavailableError, match="TRITON_INTERPRET"):
+        ops.squeeze2x2(torch.zeros(1, 1, 2, 2))
 
 
 def test_use_backend_nests_and_restores(monkeypatch):
@@ -40,10 +65,12 @@ def test_unknown_backend_names_the_choices(monkeypatch):
         ops.squeeze2x2(torch.zeros(1, 1, 2, 2))
 
 
-@pytest.mark.parametrize("name", ["triton", "native"])
-def test_unbuilt_backend_by_name_is_an_error_not_a_fallback(name):
+def test_unbuilt_backend_by_name_is_an_error_not_a_fallback(monkeypatch):
     x = torch.zeros(1, 1, 2, 2)
-    with ainn_fast.use_backend(name), pytest.raises(ainn_fast.BackendUnavailableError, match="not part of this build"):
+    with ainn_fast.use_backend("native"), pytest.raises(ainn_fast.BackendUnavailableError, match="not part of this build"):
+        ops.squeeze2x2(x)
+    monkeypatch.delitem(backend._probes, "triton", raising=False)  # as without triton installed
+    with ainn_fast.use_backend("triton"), pytest.raises(ainn_fast.BackendUnavailableError, match="not part of this build"):
         ops.squeeze2x2(x)
 
 
@@ -78,5 +105,7 @@ def test_every_fused_op_is_registered_with_a_reference():
         "group_mean",
         "multiscale_decompose",
         "frequency_blend",
+        "squeeze_conv1x1",
+        "conv1x1_unsqueeze",
     }
     assert all("reference" in op.impls for op in ops.ALL_OPS)

@@ -108,7 +108,11 @@ class AffineCoupling(nn.Module):
 
 
 class InvertibleLevel(nn.Module):
-    """One level: Squeeze(2) -> InvConv1x1 -> couplings, applied to both streams."""
+    """One level: Squeeze(2) -> InvConv1x1 -> couplings, applied to both streams.
+
+    The squeeze and the 1x1 convolution run as one op (``ops.squeeze_conv1x1`` and, in
+    inverse, ``ops.conv1x1_unsqueeze``); the modules stay for their weights and API.
+    """
 
     def __init__(
         self, in_channels: int, kernel_size: int, hidden: int | None = None, couplings: int = 3, clamp: float = 1.0
@@ -122,7 +126,9 @@ class InvertibleLevel(nn.Module):
         )
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> Streams:
-        x1, x2 = self.conv1x1(self.squeeze(x1), self.squeeze(x2))
+        # squeeze then 1x1 conv as one op: fused backends fold the squeeze into the conv.
+        weight = self.conv1x1.weight
+        x1, x2 = ops.squeeze_conv1x1(x1, weight), ops.squeeze_conv1x1(x2, weight)
         for coupling in self.couplings:
             x1, x2 = coupling(x1, x2)
         return x1, x2
@@ -130,8 +136,8 @@ class InvertibleLevel(nn.Module):
     def inverse(self, y1: torch.Tensor, y2: torch.Tensor) -> Streams:
         for coupling in reversed(self.couplings):
             y1, y2 = coupling.inverse(y1, y2)
-        y1, y2 = self.conv1x1.inverse(y1, y2)
-        return self.squeeze.inverse(y1), self.squeeze.inverse(y2)
+        inverse = self.conv1x1.inverse_weight()  # inverted once for both streams
+        return ops.conv1x1_unsqueeze(y1, inverse), ops.conv1x1_unsqueeze(y2, inverse)
 
 
 class InvertibleNetwork(nn.Module):

@@ -6,6 +6,7 @@ the final channel squeeze averages fixed channel groups.
 """
 
 import torch
+import torch.nn.functional as F
 
 from ..backend import Op
 
@@ -41,6 +42,29 @@ def _group_mean_reference(x1: torch.Tensor, x2: torch.Tensor, out_channels: int)
     return x.reshape(b, c // out_channels, out_channels, h, w).mean(dim=1)
 
 
+def _squeeze_conv1x1_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A level's entry: squeeze2x2, then the invertible 1x1 convolution with the (4C, 4C)
+    matrix ``weight``: (B, C, H, W) -> (B, 4C, H/2, W/2).
+
+    Equal to a stride-2 2x2 convolution with weight[o, c, i, j] = W[o, (i * 2 + j) * C + c],
+    which fused backends use so that no squeezed copy is materialised.
+    """
+    c4 = weight.shape[0]
+    return F.conv2d(_squeeze2x2_reference(x), weight.to(x.dtype).view(c4, c4, 1, 1))
+
+
+def _conv1x1_unsqueeze_reference(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A level's exit in the inverse direction: the 1x1 convolution with ``weight`` (the
+    inverse matrix W^-1), then unsqueeze2x2: (B, 4C, H, W) -> (B, C, 2H, 2W).
+
+    Equal to a stride-2 2x2 transposed convolution with weight[k, c, i, j] = W^-1[(i * 2 + j) * C + c, k].
+    """
+    c4 = weight.shape[0]
+    return _unsqueeze2x2_reference(F.conv2d(y, weight.to(y.dtype).view(c4, c4, 1, 1)))
+
+
 squeeze2x2 = Op("squeeze2x2", _squeeze2x2_reference)
 unsqueeze2x2 = Op("unsqueeze2x2", _unsqueeze2x2_reference)
 group_mean = Op("group_mean", _group_mean_reference)
+squeeze_conv1x1 = Op("squeeze_conv1x1", _squeeze_conv1x1_reference)
+conv1x1_unsqueeze = Op("conv1x1_unsqueeze", _conv1x1_unsqueeze_reference)

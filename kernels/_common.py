@@ -1,0 +1,68 @@
+"""Helpers shared by the kernel modules: layouts, block sizes, grids.
+
+Layout policy (one for all ops):
+- Elementwise ops (coupling) run over flat storage. Their output is ``torch.empty_like``
+  of the first input, which keeps that input's strides when it is dense (contiguous,
+  channels_last or any dense permutation); other inputs are copied into the same strides
+  only when theirs differ. So channels_last in means channels_last out with no copy, and a
+  non-dense view is copied once into a dense buffer.
+- Indexing ops (squeeze, group mean, pools, blend) take every tensor's strides as kernel
+  arguments and never copy their inputs; they write outputs in the input's memory format
+  (channels_last stays channels_last) and walk the output in its memory order so that
+  stores are coalesced.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+# Read once: triton.jit decides at decoration time whether a kernel is interpreted.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+# The interpreter costs about 0.7 ms per program instance whatever its size, so it gets
+# big blocks; on a GPU, blocks that give each warp a few vectorised loads.
+ELEMENTWISE_BLOCK = 16384 if INTERPRETED else 1024
+INDEX_BLOCK = 8192 if INTERPRETED else 512
+STENCIL_BLOCK = 4096 if INTERPRETED else 256
+
+
+def grid(n: int, block: int) -> tuple[int]:
+    return (triton.cdiv(n, block),)
+
+
+def is_channels_last(t: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out NHWC (and not also plain contiguous)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The format outputs of indexing ops take: channels_last stays channels_last."""
+    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
+
+
+def new_4d(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """An output of ``shape`` in ``like``'s memory format (used by real and fake kernels alike)."""
+    return torch.empty(shape, dtype=dtype or like.dtype, device=like.device, memory_format=memory_format(like))
+
+
+def with_strides_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` (same shape as ``like``) in ``like``'s strides; a copy only if they differ."""
+    if t.stride() == like.stride():
+        return t
+    out = torch.empty_strided(like.shape, like.stride(), dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+def result_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return tuple(t.stride())  # type: ignore[return-value]
