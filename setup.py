@@ -5,8 +5,12 @@
   ``csrc/**/cpu`` and shared files, CUDA sources (``*.cu``) under ``csrc/**/cuda``. It is
   built with ninja when torch is importable at build time (install with
   ``--no-build-isolation`` so that pip does not fetch a second torch), as CPU + CUDA when
-  torch has CUDA and nvcc is found (CUDA_HOME), else CPU only. ``AINN_BUILD_EXT=0``
-  skips it; without it the package still works on the reference and Triton backends.
+  torch has CUDA and a CUDA toolkit that links is found (CUDA_HOME, else the real nvcc's
+  toolkit), else CPU only. ``AINN_BUILD_EXT=0`` skips it (``AINN_BUILD_CUDA=0`` skips only
+  the CUDA half); without it the package still works on the reference and Triton
+  backends, and ``ainn_fast.native`` can JIT-build the same sources at first use.
+  Without a GPU to query, CUDA code is built for sm_90 unless TORCH_CUDA_ARCH_LIST says
+  otherwise.
 """
 
 import glob
@@ -17,6 +21,25 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _usable_cuda_home(default):
+    """A CUDA toolkit that can compile and link (nvcc and libcudart), or None.
+
+    torch derives CUDA_HOME from the nvcc on PATH; with a /usr/local/bin/nvcc symlink that
+    gives /usr/local, where libcudart is missing and linking fails. Resolve symlinks and
+    check, trying $CUDA_HOME, torch's guess, the real nvcc's toolkit and /usr/local/cuda.
+    """
+    import shutil
+
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), default,
+                  os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None, "/usr/local/cuda"]
+    for home in filter(None, candidates):
+        home = os.path.realpath(home)
+        if os.path.exists(os.path.join(home, "bin", "nvcc")) and glob.glob(os.path.join(home, "lib*", "libcudart.so*")):
+            return home
+    return None
+
+
 def native_extension():
     if os.environ.get("AINN_BUILD_EXT", "1") == "0":
         return [], {}
@@ -25,16 +48,30 @@ def native_extension():
         return [], {}
     try:
         import torch
-        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+        from torch.utils import cpp_extension
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError:  # isolated build without torch: ship pure Python, JIT-build later
         return [], {}
     cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    args = {"cxx": ["-O3", "-std=c++17"]}
-    if cu and torch.version.cuda and CUDA_HOME:
-        args["nvcc"] = ["-O3", "--use_fast_math"]
-        ext = CUDAExtension("ainn_fast._C", cpp + cu, extra_compile_args=args, define_macros=[("WITH_CUDA", None)])
+    # -fopenmp: at::parallel_for is inlined from ATen's headers as an OpenMP region, so
+    # without it the CPU kernels would run on one thread. (It binds to the libgomp torch
+    # already loaded.)
+    args = {"cxx": ["-O3", "-fopenmp"]}  # the C++ standard: BuildExtension adds the one torch needs
+    common = {"include_dirs": [os.path.join(HERE, "csrc")], "extra_link_args": ["-fopenmp"]}
+    cuda_home = _usable_cuda_home(cpp_extension.CUDA_HOME) if cu and torch.version.cuda else None
+    if cuda_home and os.environ.get("AINN_BUILD_CUDA", "1") != "0":
+        cpp_extension.CUDA_HOME = cuda_home  # read by CUDAExtension and BuildExtension
+        os.environ["CUDA_HOME"] = cuda_home
+        if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
+            # No GPU to ask: build for the project's GPU host (H100, sm_90) only, instead of
+            # every architecture torch supports (six times the nvcc time).
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+        # No --use_fast_math: the kernels are memory-bound, and exact expf/division keep
+        # CUDA results as close to the reference as the CPU ones.
+        args["nvcc"] = ["-O3"]
+        ext = CUDAExtension("ainn_fast._C", cpp + cu, extra_compile_args=args, define_macros=[("WITH_CUDA", None)], **common)
     else:
-        ext = CppExtension("ainn_fast._C", cpp, extra_compile_args=args)
+        ext = CppExtension("ainn_fast._C", cpp, extra_compile_args=args, **common)
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
@@ -61,7 +98,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "ninja", "scikit-image", "hypothesis", "matplotlib"],
+        "dev": ["pytest", "pytest-benchmark", "ninja", "scikit-image", "hypothesis", "matplotlib", "pillow-jxl-plugin"],
+        # `ainn eval`: the RD plot, and JPEG XL where Debian's cjxl/djxl are not installed.
+        "eval": ["matplotlib", "pillow-jxl-plugin"],
     },
     entry_points={"console_scripts": ["ainn = ainn_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -61,6 +61,39 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     m.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     common(m)
+
+    e = sub.add_parser("eval", help="RD curves of ainn_fast and JPEG/WebP/AVIF/JPEG XL on folders of images")
+    e.add_argument("dirs", nargs="+", metavar="DIR", help="folders of images (PNG, JPEG, ...)")
+    e.add_argument("-o", "--output", required=True, help="folder for the JSON results, bd_rate.json and rd.png")
+    e.add_argument("--checkpoint", nargs="+", help="model weights, one RD point each (default: the default model)")
+    e.add_argument("-q", "--quality", type=int, nargs="+", choices=range(1, 9), metavar="1..8",
+                   help="qualities of the default model (default 1 3 5)")  # fmt: skip
+    e.add_argument("--baselines", help="comma-separated: jpeg,webp,avif,jxl or none (default: all available)")
+    e.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    common(e, model_options=False)
+    t = sub.add_parser("train", help="train a model on folders of images (torchrun for several processes)")
+    t.add_argument("train_dirs", nargs="+", metavar="DIR", help="folders of training images (any format, any size)")
+    t.add_argument("-o", "--output", required=True, help="folder for checkpoints and log.jsonl (resumes from it)")
+    t.add_argument("--val", nargs="*", default=[], metavar="DIR", help="held-out validation folders")
+    t.add_argument("--config", default="lite", help="paper, lite or tiny (default lite)")
+    t.add_argument("-q", "--quality", type=int, default=3, choices=range(1, 9), metavar="1..8")
+    t.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
+    t.add_argument("--steps", type=int, default=100_000)
+    t.add_argument("--batch-size", type=int, default=8, help="per process")
+    t.add_argument("--patch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--aux-lr", type=float, default=1e-3)
+    t.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: off)")
+    t.add_argument("--milestones", type=int, nargs="*", default=[], help="steps where the rate drops 10x")
+    t.add_argument("--amp", default="none", choices=["none", "bf16"])
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--backend", default="auto", choices=["auto", "reference", "triton", "native"])
+    t.add_argument("--val-every", type=int, default=1000)
+    t.add_argument("--ckpt-every", type=int, default=1000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", dest="init_checkpoint", help="start from these weights (fine-tuning)")
+    t.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --output")
+    common(t, model_options=False)
     return p
 
 
@@ -247,7 +280,32 @@ def cmd_demo(args) -> None:
     print(f"time:       compress {enc_s:.2f} s, decompress {dec_s:.2f} s ({args.device})")
 
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "demo": cmd_demo}
+def cmd_eval(args) -> None:
+    from .evaluate import run_command
+
+    run_command(args)
+
+
+def cmd_train(args) -> None:
+    from .training import TrainConfig, train
+
+    _device(args.device.split(":")[0] if args.device.startswith("cuda") else args.device)
+    out = Path(args.output)
+    if args.no_resume and (out / "last.safetensors").exists():
+        raise InputError(f"{out} holds a run already (drop --no-resume to continue it)")
+    cfg = TrainConfig(
+        train_dirs=args.train_dirs, out_dir=args.output, val_dirs=args.val, config=args.config,
+        quality=args.quality, metric=args.metric, patch_size=args.patch_size, batch_size=args.batch_size,
+        steps=args.steps, lr=args.lr, aux_lr=args.aux_lr, clip=args.clip, milestones=args.milestones,
+        amp=args.amp, channels_last=args.channels_last, backend=args.backend, val_every=args.val_every,
+        ckpt_every=args.ckpt_every, seed=args.seed, device=args.device, init_checkpoint=args.init_checkpoint,
+    )
+    trainer = train(cfg)
+    if trainer.rank == 0:
+        print(f"{out / 'last.safetensors'}: step {trainer.step}")
+
+
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
