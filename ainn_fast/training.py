@@ -1,0 +1,310 @@
+"""Training: random crops of image folders, the RD loss, checkpoints that resume exactly.
+
+Determinism is stateless: the crops of step s on rank r and the quantization noise of
+that step come from generators seeded by (seed, s, r), so a resumed run, or a DDP run
+compared with its single-process equivalent, sees exactly the same data and noise
+without saving any RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+
+from . import zoo
+from .backend import use_backend
+from .checkpoint import load_model, save_model
+from .errors import CheckpointError, InputError
+from .losses import RateDistortionLoss, lambda_for
+from .models import STRIDE
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm"}
+
+
+@dataclass
+class TrainConfig:
+    train_dirs: list[str]
+    out_dir: str
+    val_dirs: list[str] = field(default_factory=list)
+    config: str = "lite"
+    quality: int = 3
+    metric: str = "mse"
+    patch_size: int = 256
+    batch_size: int = 8  # per process
+    steps: int = 100_000
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9)
+    clip: float = 1.0
+    milestones: list[int] = field(default_factory=list)  # steps where lr *= 0.1
+    amp: str = "none"  # "none" or "bf16"
+    channels_last: bool = False
+    backend: str = "auto"
+    val_every: int = 1000
+    ckpt_every: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    init_checkpoint: str | None = None  # start from these weights (fine-tuning)
+
+
+def list_images(dirs: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        root = Path(d)
+        if not root.is_dir():
+            raise InputError(f"{d}: no such folder")
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"no images in {', '.join(dirs)}")
+    return files
+
+
+def _load_rgb(path: Path) -> torch.Tensor:
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # uint8 (3, H, W)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+class CropBatches:
+    """Batches of random crops with flips; batch (step, rank) is a pure function of the seed.
+
+    Images are decoded once and kept in memory as uint8 (training sets of photos of a few
+    hundred megapixels fit; point the trainer at several folders for more).
+    """
+
+    def __init__(self, files: list[Path], patch: int) -> None:
+        self.images = [_load_rgb(f) for f in files]
+        self.patch = patch
+
+    def batch(self, seed: int, step: int, rank: int, size: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(step_seed(seed, step, rank))
+        out = []
+        for _ in range(size):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+            _, h, w = img.shape
+            if h < self.patch or w < self.patch:  # small image: replicate its edges
+                img = F.pad(img[None].float(), (0, max(0, self.patch - w), 0, max(0, self.patch - h)), mode="replicate")[0]
+                _, h, w = img.shape
+            top = int(torch.randint(h - self.patch + 1, (1,), generator=g))
+            left = int(torch.randint(w - self.patch + 1, (1,), generator=g))
+            crop = img[:, top : top + self.patch, left : left + self.patch]
+            if torch.rand((), generator=g) < 0.5:
+                crop = crop.flip(2)
+            if torch.rand((), generator=g) < 0.5:
+                crop = crop.flip(1)
+            out.append(crop.float() / 255)
+        return torch.stack(out)
+
+
+def split_parameters(model: torch.nn.Module) -> tuple[list, list]:
+    """Network parameters and the entropy bottleneck's quantiles (their own optimizer)."""
+    net = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    return net, aux
+
+
+def psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10 * math.log10(1.0 / mse)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.device = torch.device(cfg.device)
+        self.out = Path(cfg.out_dir)
+        self.data = CropBatches(list_images(cfg.train_dirs), cfg.patch_size)
+        self.val_files = list_images(cfg.val_dirs) if cfg.val_dirs else []
+        if cfg.init_checkpoint:
+            self.model = load_model(cfg.init_checkpoint)
+            self.model.quality, self.model.metric = cfg.quality, cfg.metric
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                self.model = zoo.ainn(cfg.quality, cfg.metric, cfg.config)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.criterion = RateDistortionLoss(lambda_for(cfg.quality, cfg.metric), cfg.metric)
+        net, aux = split_parameters(self.model)
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(net, lr=cfg.lr)
+        elif cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(net, lr=cfg.lr, momentum=0.9)
+        else:
+            raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adam or sgd")
+        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)
+        self.step = 0
+        self.net = self.model
+        if self.world > 1:
+            # The quantiles only see the (data-independent) aux loss, identical on every
+            # rank: keep them out of DDP's gradient reduction.
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
+            )
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self, name: str = "last") -> None:
+        if self.rank != 0:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        weights, state = self.out / f"{name}.safetensors", self.out / f"{name}.state.pt"
+        for path, write in (
+            (weights, lambda p: save_model(self.model, p)),
+            (state, lambda p: torch.save(self._state(), p)),
+        ):
+            tmp = path.with_suffix(path.suffix + ".part")
+            write(tmp)
+            os.replace(tmp, path)
+
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "train_config": json.dumps(asdict(self.cfg)),
+        }
+
+    def resume(self, name: str = "last") -> bool:
+        """Continue from ``out_dir/name.*`` when present; returns whether it did."""
+        weights, state = self.out / f"{name}.safetensors", self.out / f"{name}.state.pt"
+        if not weights.exists():
+            return False
+        if not state.exists():
+            raise CheckpointError(f"{weights} has no training state beside it ({state.name})")
+        loaded = load_model(weights, map_location=str(self.device))
+        self.model.load_state_dict(loaded.state_dict())
+        st = torch.load(state, map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.aux_optimizer.load_state_dict(st["aux_optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.step = int(st["step"])
+        return True
+
+    # -- one step ----------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.net.train()
+        x = self.data.batch(cfg.seed, self.step, self.rank, cfg.batch_size).to(self.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))  # quantization noise
+        amp = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
+        )
+        with use_backend(cfg.backend), amp:
+            out = self.net(x)
+        out = {"x_hat": out["x_hat"].float(), "likelihoods": {k: v.float() for k, v in out["likelihoods"].items()}}
+        losses = self.criterion(out, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux = self.model.aux_loss()
+        aux.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+        stats = {k: float(v.detach()) for k, v in losses.items()}
+        stats["aux_loss"] = float(aux.detach())
+        if "mse_loss" in stats:
+            stats["psnr"] = psnr(stats["mse_loss"])
+        return stats
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """RD loss, estimated bpp and PSNR on the validation images (eval mode: rounding)."""
+        self.model.eval()
+        totals: dict[str, float] = {}
+        for f in self.val_files:
+            x = _load_rgb(f).float().div(255)[None]
+            h, w = (x.shape[2] // STRIDE) * STRIDE, (x.shape[3] // STRIDE) * STRIDE
+            if h == 0 or w == 0:
+                continue
+            top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+            x = x[:, :, top : top + h, left : left + w].to(self.device)
+            with use_backend(self.cfg.backend):
+                out = self.model(x)
+            out["x_hat"] = out["x_hat"].clamp(0, 1)
+            for k, v in self.criterion(out, x).items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        n = max(1, len(self.val_files))
+        stats = {f"val_{k}": v / n for k, v in totals.items()}
+        if "val_mse_loss" in stats:
+            stats["val_psnr"] = psnr(stats["val_mse_loss"])
+        return stats
+
+    def run(self, progress: bool = True) -> list[dict]:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        history = []
+        log = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            log = open(self.out / "log.jsonl", "a")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")
+        try:
+            while self.step < cfg.steps:
+                start = time.perf_counter()
+                stats = self.train_step()
+                stats["images_per_s"] = cfg.batch_size * self.world / (time.perf_counter() - start)
+                stats["step"] = self.step
+                if self.val_files and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                    stats.update(self.validate())
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                    self.save()
+                history.append(stats)
+                if log:
+                    log.write(json.dumps(stats) + "\n")
+                    log.flush()
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp_loss']:.3f}",
+                    psnr=f"{stats.get('psnr', float('nan')):.2f}", ips=f"{stats['images_per_s']:.1f}",
+                )
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        return history
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Trainer:
+    init_distributed(cfg.device)
+    if cfg.device.startswith("cuda") and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cfg.device = f"cuda:{local}"
+    trainer = Trainer(cfg)
+    if resume:
+        trainer.resume()
+    trainer.run(progress)
+    return trainer

@@ -1,0 +1,138 @@
+"""Training: the loss falls, a resumed run repeats the same losses, DDP equals one process."""
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from ainn_fast import use_backend
+from ainn_fast.cli import main
+from ainn_fast.training import TrainConfig, Trainer, step_seed
+
+
+@pytest.fixture(scope="module")
+def photo_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    Image.fromarray(data.astronaut()[100:260, 150:350]).save(root / "train" / "a.png")
+    Image.fromarray(data.coffee()[50:200, 100:300]).save(root / "train" / "b.jpg")
+    Image.fromarray(data.chelsea()[:128, :128]).save(root / "val" / "c.png")
+    return root
+
+
+def config(photo_dirs, out, **kw):
+    base = dict(
+        train_dirs=[str(photo_dirs / "train")], val_dirs=[str(photo_dirs / "val")], out_dir=str(out),
+        config="tiny", quality=6, patch_size=64, batch_size=2, steps=6, lr=1e-3, val_every=3, ckpt_every=3,
+        backend="reference",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_steps_lower_the_loss(photo_dirs, tmp_path):
+    trainer = Trainer(config(photo_dirs, tmp_path, steps=30, batch_size=2, val_every=30))
+    history = trainer.run(progress=False)
+    first = np.mean([h["loss"] for h in history[:3]])
+    last = np.mean([h["loss"] for h in history[-3:]])
+    assert last < 0.3 * first, (first, last)
+    assert "val_psnr" in history[-1] and history[-1]["val_psnr"] > history[0].get("psnr", 0)
+
+
+def test_resume_repeats_the_same_losses(photo_dirs, tmp_path):
+    straight = Trainer(config(photo_dirs, tmp_path / "a")).run(progress=False)
+    first = Trainer(config(photo_dirs, tmp_path / "b", steps=3))
+    part1 = first.run(progress=False)
+    second = Trainer(config(photo_dirs, tmp_path / "b"))
+    assert second.resume() and second.step == 3
+    part2 = second.run(progress=False)
+    losses = [h["loss"] for h in part1 + part2]
+    assert losses == [h["loss"] for h in straight]  # bit-identical, not just close
+
+
+def test_crops_are_a_pure_function_of_seed_step_rank(photo_dirs):
+    from ainn_fast.training import CropBatches, list_images
+
+    batches = CropBatches(list_images([str(photo_dirs / "train")]), 64)
+    a = batches.batch(0, 5, 0, 3)
+    assert torch.equal(a, batches.batch(0, 5, 0, 3))
+    assert not torch.equal(a, batches.batch(0, 5, 1, 3))
+    assert not torch.equal(a, batches.batch(0, 6, 0, 3))
+    assert a.shape == (3, 3, 64, 64) and 0 <= a.min() and a.max() <= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, result: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    trainer = Trainer(cfg)
+    trainer.run(progress=False)
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, result)
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process_on_the_global_batch(photo_dirs, tmp_path):
+    # SGD: Adam's first steps move every weight by +-lr whatever the gradient's size, so
+    # the last-bit differences of a distributed all-reduce would flip near-zero gradients
+    # into lr-sized weight differences; with SGD the weights differ by rounding only.
+    cfg = config(photo_dirs, tmp_path / "ddp", steps=3, val_dirs=[], batch_size=2, optimizer="sgd", lr=0.05)
+    result = str(tmp_path / "ddp.pt")
+    torch.multiprocessing.start_processes(
+        _ddp_worker, args=(2, _free_port(), cfg, result), nprocs=2, join=True, start_method="spawn"
+    )
+    ddp = torch.load(result, weights_only=True)
+
+    # One process, same global batch: rank r's crops and noise, gradients averaged.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    single = Trainer(config(photo_dirs, tmp_path / "single", steps=3, val_dirs=[], batch_size=2, optimizer="sgd", lr=0.05))
+    initial = {n: p.detach().clone() for n, p in single.model.named_parameters()}
+    ctx = use_backend(cfg.backend)
+    ctx.__enter__()
+    for step in range(3):
+        single.optimizer.zero_grad()
+        for rank in (0, 1):
+            x = single.data.batch(cfg.seed, step, rank, cfg.batch_size)
+            torch.manual_seed(step_seed(cfg.seed, step, rank))
+            (single.criterion(single.model(x), x)["loss"] / 2).backward()
+        torch.nn.utils.clip_grad_norm_(single.optimizer.param_groups[0]["params"], cfg.clip)
+        single.optimizer.step()
+        single.aux_optimizer.zero_grad()
+        single.model.aux_loss().backward()
+        single.aux_optimizer.step()
+    ctx.__exit__(None, None, None)
+    torch.set_num_threads(threads)
+    mine = single.model.state_dict()
+    moved = max((mine[n] - p0).abs().max().item() for n, p0 in initial.items())
+    assert moved > 1e-3  # the weights really changed
+    for name, _ in single.model.named_parameters():
+        torch.testing.assert_close(ddp[name], mine[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
+    argv = ["train", str(photo_dirs / "train"), "-o", str(tmp_path / "run"), "--config", "tiny", "--steps", "2",
+            "--batch-size", "1", "--patch-size", "64", "--backend", "reference"]
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "last.safetensors").exists() and (tmp_path / "run" / "last.state.pt").exists()
+    assert main(argv[:-6] + ["--steps", "3", "--batch-size", "1", "--patch-size", "64"]) == 0
+    assert "step 3" in capsys.readouterr().out
+    rc = main(argv + ["--no-resume"])
+    assert rc == 2 and "holds a run already" in capsys.readouterr().err
+    rc = main(["train", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
+    assert rc == 2 and "no such folder" in capsys.readouterr().err
