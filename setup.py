@@ -86,6 +86,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ainn_fast", "ainn_fast.*"]) + ["ainn_fast.kernels"],
     package_dir={"ainn_fast.kernels": "kernels"},
+    package_data={"ainn_fast": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=[
         "torch>=2.4",
         "torchvision",  # compressai imports it

@@ -43,12 +43,13 @@ def test_package_imports_without_side_effects():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     backends, triton_reason, native_reason = out.stdout.strip().splitlines()
-    assert backends == "['reference']"
+    native = native_reason == "None"  # built (setup.py or cached JIT) or not: both valid
+    assert backends == ("['reference', 'native']" if native else "['reference']")
     if importlib.util.find_spec("triton") is not None:
         assert triton_reason == "Triton runs on CPU tensors only with TRITON_INTERPRET=1"
     else:
         assert "not part of this build" in triton_reason
-    assert "not part of this build" in native_reason
+    assert native or "native" in native_reason
 
 
 def test_triton_backend_is_available_on_cpu_under_the_interpreter():
@@ -57,4 +58,4 @@ def test_triton_backend_is_available_on_cpu_under_the_interpreter():
     code = "import ainn_fast; print(ainn_fast.available_backends('cpu'))"
     env = dict(os.environ, TRITON_INTERPRET="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    assert out.stdout.strip() == "['reference', 'triton']"
+    assert out.stdout.strip() in ("['reference', 'triton']", "['reference', 'triton', 'native']")

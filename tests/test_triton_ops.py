@@ -115,7 +115,7 @@ def test_triton_is_registered_and_auto_keeps_reference_on_cpu(monkeypatch):
     monkeypatch.delenv("AINN_BACKEND", raising=False)
     assert all("triton" in op.impls for op in ops.ALL_OPS)
     assert "triton" in ainn_fast.available_backends("cpu")  # TRITON_INTERPRET=1 here
-    assert ops.affine_coupling.resolve("cpu") == "reference"  # the interpreter is no speed-up
+    assert ops.affine_coupling.resolve("cpu") != "triton"  # the interpreter is no speed-up
     if CUDA:
         assert ops.affine_coupling.resolve("cuda") in ("triton", "native")
 
@@ -132,7 +132,7 @@ def test_cpu_without_interpreter_is_refused_with_the_reason():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "['reference']"
+    assert lines[0] in ("['reference']", "['reference', 'native']")
     assert "TRITON_INTERPRET=1" in lines[1]
 
 

@@ -1,0 +1,181 @@
+// CPU kernels of the affine coupling tail: forward, inverse and the fused backward.
+// One pass over the inputs; the scale exp(+-s(g)) is recomputed, never stored.
+
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "cpu_utils.h"
+
+namespace ainn_fast {
+namespace cpu {
+namespace {
+
+// Per-element math, shared by the float (vectorised) and double (scalar) instantiations.
+template <typename T>
+AINN_INLINE T coupling_forward_1(T a, T g, T h, T clamp, bool inverse) {
+  const T s = clamp * (T(2) * sigmoid(g) - T(1));
+  return inverse ? (a - h) * fast_exp(-s) : a * fast_exp(s) + h;
+}
+
+// Gradients for grad-of-output go. Forward (a = x): y = x e^s + h, so dx = go e^s,
+// dg = go x e^s s'(g), dh = go. Inverse (a = y): x = (y - h) e^-s, so dy = go e^-s,
+// dh = -dy, dg = -go x s'(g). s'(g) = 2 clamp sigmoid(g) (1 - sigmoid(g)).
+template <typename T>
+AINN_INLINE void coupling_backward_1(T go, T a, T g, T h, T clamp, bool inverse, T& da, T& dg, T& dh) {
+  const T sg = sigmoid(g);
+  const T s = clamp * (T(2) * sg - T(1));
+  const T ds = T(2) * clamp * sg * (T(1) - sg);
+  if (inverse) {
+    const T e = fast_exp(-s);
+    const T x = (a - h) * e;
+    da = go * e;
+    dh = -da;
+    dg = -go * x * ds;
+  } else {
+    const T e = fast_exp(s);
+    da = go * e;
+    dh = go;
+    dg = go * a * e * ds;
+  }
+}
+
+// The float loops, compiled per instruction set (see cpu_utils.h). The branch on
+// `inverse` is hoisted so that each loop body is branch-free.
+AINN_CLONES void forward_f32(
+    const float* __restrict a, const float* __restrict g, const float* __restrict h, float* __restrict out,
+    int64_t n, float clamp, bool inverse) {
+  if (inverse) {
+    for (int64_t i = 0; i < n; ++i) out[i] = coupling_forward_1(a[i], g[i], h[i], clamp, true);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = coupling_forward_1(a[i], g[i], h[i], clamp, false);
+  }
+}
+
+AINN_CLONES void backward_f32(
+    const float* __restrict go, const float* __restrict a, const float* __restrict g, const float* __restrict h,
+    float* __restrict da, float* __restrict dg, float* __restrict dh, int64_t n, float clamp, bool inverse) {
+  if (inverse) {
+    for (int64_t i = 0; i < n; ++i) coupling_backward_1(go[i], a[i], g[i], h[i], clamp, true, da[i], dg[i], dh[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) coupling_backward_1(go[i], a[i], g[i], h[i], clamp, false, da[i], dg[i], dh[i]);
+  }
+}
+
+void forward_range(const float* a, const float* g, const float* h, float* out, int64_t n, double clamp, bool inv) {
+  forward_f32(a, g, h, out, n, static_cast<float>(clamp), inv);
+}
+void forward_range(const double* a, const double* g, const double* h, double* out, int64_t n, double clamp, bool inv) {
+  for (int64_t i = 0; i < n; ++i) out[i] = coupling_forward_1(a[i], g[i], h[i], clamp, inv);
+}
+// Half and bfloat16: convert a block to float, run the float loop, convert back.
+template <typename T>
+void forward_range(const T* a, const T* g, const T* h, T* out, int64_t n, double clamp, bool inv) {
+  float fa[kBlock], fg[kBlock], fh[kBlock], fo[kBlock];
+  for (int64_t base = 0; base < n; base += kBlock) {
+    const int64_t m = std::min(kBlock, n - base);
+    for (int64_t i = 0; i < m; ++i) {
+      fa[i] = static_cast<float>(a[base + i]);
+      fg[i] = static_cast<float>(g[base + i]);
+      fh[i] = static_cast<float>(h[base + i]);
+    }
+    forward_f32(fa, fg, fh, fo, m, static_cast<float>(clamp), inv);
+    for (int64_t i = 0; i < m; ++i) out[base + i] = static_cast<T>(fo[i]);
+  }
+}
+
+void backward_range(
+    const float* go, const float* a, const float* g, const float* h, float* da, float* dg, float* dh, int64_t n,
+    double clamp, bool inv) {
+  backward_f32(go, a, g, h, da, dg, dh, n, static_cast<float>(clamp), inv);
+}
+void backward_range(
+    const double* go, const double* a, const double* g, const double* h, double* da, double* dg, double* dh,
+    int64_t n, double clamp, bool inv) {
+  for (int64_t i = 0; i < n; ++i) coupling_backward_1(go[i], a[i], g[i], h[i], clamp, inv, da[i], dg[i], dh[i]);
+}
+template <typename T>
+void backward_range(
+    const T* go, const T* a, const T* g, const T* h, T* da, T* dg, T* dh, int64_t n, double clamp, bool inv) {
+  float fgo[kBlock], fa[kBlock], fg[kBlock], fh[kBlock], fda[kBlock], fdg[kBlock], fdh[kBlock];
+  for (int64_t base = 0; base < n; base += kBlock) {
+    const int64_t m = std::min(kBlock, n - base);
+    for (int64_t i = 0; i < m; ++i) {
+      fgo[i] = static_cast<float>(go[base + i]);
+      fa[i] = static_cast<float>(a[base + i]);
+      fg[i] = static_cast<float>(g[base + i]);
+      fh[i] = static_cast<float>(h[base + i]);
+    }
+    backward_f32(fgo, fa, fg, fh, fda, fdg, fdh, m, static_cast<float>(clamp), inv);
+    for (int64_t i = 0; i < m; ++i) {
+      da[base + i] = static_cast<T>(fda[i]);
+      dg[base + i] = static_cast<T>(fdg[i]);
+      dh[base + i] = static_cast<T>(fdh[i]);
+    }
+  }
+}
+
+void check_inputs(const at::Tensor& a, const at::Tensor& g, const at::Tensor& h, const char* op) {
+  check_float(a, op);
+  TORCH_CHECK(g.sizes() == a.sizes() && h.sizes() == a.sizes(), op, ": x, g and h must have one shape, got ",
+              a.sizes(), ", ", g.sizes(), ", ", h.sizes());
+  TORCH_CHECK(g.scalar_type() == a.scalar_type() && h.scalar_type() == a.scalar_type(), op,
+              ": x, g and h must have one dtype");
+}
+
+at::Tensor coupling_forward(const at::Tensor& a_, const at::Tensor& g_, const at::Tensor& h_, double clamp, bool inv) {
+  const char* op = inv ? "native_affine_coupling_inverse" : "native_affine_coupling";
+  check_inputs(a_, g_, h_, op);
+  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
+  at::Tensor out = at::empty(a.sizes(), a.options());
+  const int64_t n = a.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "ainn_fast_native", [&] {
+    const scalar_t *pa = a.const_data_ptr<scalar_t>(), *pg = g.const_data_ptr<scalar_t>(),
+                   *ph = h.const_data_ptr<scalar_t>();
+    scalar_t* po = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      forward_range(pa + begin, pg + begin, ph + begin, po + begin, end - begin, clamp, inv);
+    });
+  });
+  return out;
+}
+
+at::Tensor affine_coupling(const at::Tensor& x, const at::Tensor& g, const at::Tensor& h, double clamp) {
+  return coupling_forward(x, g, h, clamp, false);
+}
+
+at::Tensor affine_coupling_inverse(const at::Tensor& y, const at::Tensor& g, const at::Tensor& h, double clamp) {
+  return coupling_forward(y, g, h, clamp, true);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward(
+    const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& g_, const at::Tensor& h_, double clamp,
+    bool inv) {
+  const char* op = "native_affine_coupling_backward";
+  check_inputs(a_, g_, h_, op);
+  TORCH_CHECK(grad_.sizes() == a_.sizes(), op, ": grad has shape ", grad_.sizes(), ", expected ", a_.sizes());
+  const at::Tensor go = grad_.to(a_.scalar_type()).contiguous();
+  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
+  at::Tensor da = at::empty(a.sizes(), a.options()), dg = at::empty_like(da), dh = at::empty_like(da);
+  const int64_t n = a.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "ainn_fast_native", [&] {
+    const scalar_t *pgo = go.const_data_ptr<scalar_t>(), *pa = a.const_data_ptr<scalar_t>(),
+                   *pg = g.const_data_ptr<scalar_t>(), *ph = h.const_data_ptr<scalar_t>();
+    scalar_t *pda = da.data_ptr<scalar_t>(), *pdg = dg.data_ptr<scalar_t>(), *pdh = dh.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      backward_range(pgo + b, pa + b, pg + b, ph + b, pda + b, pdg + b, pdh + b, e - b, clamp, inv);
+    });
+  });
+  return {da, dg, dh};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ainn_fast, CPU, m) {
+  m.impl("native_affine_coupling", &affine_coupling);
+  m.impl("native_affine_coupling_inverse", &affine_coupling_inverse);
+  m.impl("native_affine_coupling_backward", &affine_coupling_backward);
+}
+
+}  // namespace cpu
+}  // namespace ainn_fast

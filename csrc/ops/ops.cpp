@@ -1,0 +1,53 @@
+// Schemas of the native ops and the Python module entry point of the extension.
+//
+// Namespace: the ops live in `ainn_fast` (the namespace of the project's custom ops, so
+// `torch.ops.ainn_fast.*` is the one place to find them), each named `native_<op>`. The
+// Triton backend defines `ainn_fast::triton_<op>` in the same namespace from Python; the
+// prefixes keep the two sets from colliding while both are loaded, and each backend keeps
+// its own schema, fake kernel and autograd formula. TORCH_LIBRARY_FRAGMENT (not
+// TORCH_LIBRARY) because the namespace is shared with those Python definitions.
+//
+// Autograd and fake (meta) kernels are registered from Python (ainn_fast/native.py), see
+// the comment there. Kernels: cpu/*.cpp (CPU key) and cuda/*.cu (CUDA key, only compiled
+// when the build has CUDA).
+
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
+  // Coupling tail: y = x * exp(s(g)) + h, x = (y - h) * exp(-s(g)), s(g) = clamp * (2 sigmoid(g) - 1).
+  m.def("native_affine_coupling(Tensor x, Tensor g, Tensor h, float clamp) -> Tensor");
+  m.def("native_affine_coupling_inverse(Tensor y, Tensor g, Tensor h, float clamp) -> Tensor");
+  // Fused backward of either direction (a = x for the forward, a = y for the inverse);
+  // recomputes the scale from g instead of saving it. Returns (grad_a, grad_g, grad_h).
+  m.def(
+      "native_affine_coupling_backward(Tensor grad, Tensor a, Tensor g, Tensor h, float clamp, bool inverse)"
+      " -> (Tensor, Tensor, Tensor)");
+  // Space-to-depth in A-INN's channel order (i * 2 + j) * C + c, and its inverse.
+  m.def("native_squeeze2x2(Tensor x) -> Tensor");
+  m.def("native_unsqueeze2x2(Tensor y) -> Tensor");
+  // Channel squeeze: out[c] = mean_g cat([x1, x2])[g * M + c]; backward spreads grad / G.
+  m.def("native_group_mean(Tensor x1, Tensor x2, int out_channels) -> Tensor");
+  m.def("native_group_mean_backward(Tensor grad, int c1, int c2) -> (Tensor, Tensor)");
+  // FDSM-D: (cat[a3, a5, a7], cat[x - a3, x - a5, x - a7]) with zero-padded stride-1 means.
+  m.def("native_multiscale_decompose(Tensor x) -> (Tensor, Tensor)");
+  m.def("native_multiscale_decompose_backward(Tensor grad_low, Tensor grad_high) -> Tensor");
+  // FDSM-S: sigmoid(logits) * low + (1 - sigmoid(logits)) * high, logits (B, 1, H, W).
+  m.def("native_frequency_blend(Tensor logits, Tensor low, Tensor high) -> Tensor");
+  m.def(
+      "native_frequency_blend_backward(Tensor grad, Tensor logits, Tensor low, Tensor high)"
+      " -> (Tensor, Tensor, Tensor)");
+}
+
+// `import ainn_fast._C` (setup.py build) needs a module init; the JIT build loads the same
+// library with torch.ops.load_library and never calls it. The module is empty: the ops
+// are reached through torch.ops.ainn_fast.
+#define AINN_CONCAT_(a, b) a##b
+#define AINN_CONCAT(a, b) AINN_CONCAT_(a, b)
+#define AINN_STR_(a) #a
+#define AINN_STR(a) AINN_STR_(a)
+
+PyMODINIT_FUNC AINN_CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) {
+  static PyModuleDef def = {PyModuleDef_HEAD_INIT, AINN_STR(TORCH_EXTENSION_NAME), nullptr, -1, nullptr};
+  return PyModule_Create(&def);
+}
