@@ -18,12 +18,24 @@ from .errors import CheckpointError
 from .models import AINN, AINNConfig
 
 FORMAT = "ainn_fast.checkpoint.v1"
+# Buffers rebuilt without the checkpoint: entropy-coder tables that update() derives from
+# the weights, and the masked convolution's constant mask. Optional in a checkpoint.
+DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "mask")
 
 
-def save_model(model: AINN, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-    """Write the model's weights (optionally cast floating tensors to ``dtype``)."""
+def is_derived(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in DERIVED
+
+
+def save_model(
+    model: AINN, path: str | os.PathLike, dtype: torch.dtype | None = None, derived: bool = True
+) -> None:
+    """Write the model's weights (optionally cast floating tensors to ``dtype``; with
+    ``derived=False`` leave out the CDF tables, which loading recomputes)."""
     tensors = {}
     for key, value in model.state_dict().items():
+        if not derived and is_derived(key):
+            continue
         value = value.detach().cpu()
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
@@ -57,9 +69,19 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> AINN:
     model.quality, model.metric = int(metadata["quality"]), metadata["metric"]
     reference = model.state_dict()
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+    missing_derived = [k for k in reference if k not in state and is_derived(k)]
+    for key in missing_derived:  # recomputed below
+        state[key] = reference[key]
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit its config: {first}") from None
+    if missing_derived:
+        model.update(force=True)
     return model
+
+
+def export_weights(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Write a checkpoint's weights as fp16 without the derived CDF tables (shipping form)."""
+    save_model(load_model(src), dst, dtype=torch.float16, derived=False)

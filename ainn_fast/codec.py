@@ -31,17 +31,22 @@ _DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, config: str = DEFAULT_CONFIG) -> AINN:
-    """The model used when none is given: pretrained weights where they ship, else the
-    configuration initialised from a fixed seed (untrained: reconstructions are poor)."""
+    """The model used when none is given: the shipped weights of ``config``; where none
+    ship for that config and metric, the configuration initialised from a fixed seed
+    (untrained: only useful for tests and plumbing)."""
     from . import zoo
 
-    try:
+    shipped = [q for c, m, q in zoo.pretrained_available() if (c, m) == (config, metric)]
+    if quality in shipped:
         return zoo.ainn(quality, metric, config, pretrained=True)
-    except RuntimeError:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = zoo.ainn(quality, metric, config)
-        return model
+    if shipped:
+        raise InputError(
+            f"no {config} {metric} weights ship for quality {quality}; shipped qualities: "
+            f"{', '.join(map(str, shipped))} (or pass --checkpoint)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return zoo.ainn(quality, metric, config)
 
 
 def weights_hash(model: AINN) -> bytes:

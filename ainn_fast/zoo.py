@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .losses import METRICS
 from .models import AINN, get_config
+
+# Shipped weights: ainn_fast/weights/{config}_{metric}_q{quality}.safetensors (fp16, CDF
+# tables left out and recomputed on load).
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def weights_path(config: str, metric: str, quality: int) -> Path:
+    return WEIGHTS_DIR / f"{config}_{metric}_q{quality}.safetensors"
+
+
+def pretrained_available() -> list[tuple[str, str, int]]:
+    """(config, metric, quality) of every set of shipped weights."""
+    found = []
+    for p in sorted(WEIGHTS_DIR.glob("*_q*.safetensors")):
+        config, metric, q = p.stem.rsplit("_", 2)
+        found.append((config, metric, int(q[1:])))
+    return found
 
 
 def ainn(quality: int, metric: str = "mse", config: str = "paper", pretrained: bool = False, **overrides) -> AINN:
@@ -16,13 +35,21 @@ def ainn(quality: int, metric: str = "mse", config: str = "paper", pretrained: b
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     cfg = get_config(config, quality)
+    if pretrained:
+        path = weights_path(config, metric, quality)
+        if overrides or not path.exists():
+            shipped = ", ".join(f"{c} {m} q{q}" for c, m, q in pretrained_available()) or "none"
+            raise RuntimeError(
+                f"no pretrained weights ship for ainn(config={config!r}, quality={quality}, metric={metric!r}"
+                f"{', with overrides' if overrides else ''}); shipped: {shipped}"
+            )
+        from .checkpoint import load_model
+
+        model = load_model(path)
+        model.quality, model.metric = quality, metric
+        return model
     if overrides:
         cfg = cfg.replace(**overrides)
     model = AINN(cfg)
     model.quality, model.metric = quality, metric
-    if pretrained:
-        raise RuntimeError(
-            f"no pretrained weights ship for ainn(config={config!r}, quality={quality}, metric={metric!r}) yet; "
-            "train one (see README) or load a checkpoint"
-        )
     return model
