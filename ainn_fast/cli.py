@@ -67,7 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="folder for the JSON results, bd_rate.json and rd.png")
     e.add_argument("--checkpoint", nargs="+", help="model weights, one RD point each (default: the default model)")
     e.add_argument("-q", "--quality", type=int, nargs="+", choices=range(1, 9), metavar="1..8",
-                   help="qualities of the default model (default 1 3 5)")  # fmt: skip
+                   help="qualities of the default model (default 1 3 6)")  # fmt: skip
     e.add_argument("--baselines", help="comma-separated: jpeg,webp,avif,jxl or none (default: all available)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     common(e, model_options=False)

@@ -236,13 +236,16 @@ def test_bd_rate_in_results(crops):
 
 
 def test_eval_default_model(capsys, tmp_path):
-    # No trained weights ship yet: the default model is evaluated untrained, with a note.
+    # The default model at a shipped quality: the lite weights in the package.
     Image.fromarray(data.chelsea()[:32, :48]).save(tmp_path / "cat.png")  # small: the lite model is slow on CPU
-    rc, _, err = run(capsys, "eval", tmp_path, "-o", tmp_path / "r", "--quality", "2", "--baselines", "none")
+    rc, _, err = run(capsys, "eval", tmp_path, "-o", tmp_path / "r", "--quality", "3", "--baselines", "none")
     assert rc == 0, err
-    assert "untrained" in err
+    assert "untrained" not in err
     doc = json.loads((tmp_path / "r" / "ainn_fast.json").read_text())
-    assert doc["settings"] == [f"{codec.DEFAULT_CONFIG} q2 mse"]
+    assert doc["settings"] == [f"{codec.DEFAULT_CONFIG} q3 mse"]
+    # A quality without shipped weights is refused with the ones that ship.
+    rc, _, err = run(capsys, "eval", tmp_path, "-o", tmp_path / "r2", "--quality", "2", "--baselines", "none")
+    assert rc == 2 and "shipped qualities: 1, 3, 6" in err
 
 
 @pytest.mark.parametrize(
