@@ -189,11 +189,8 @@ def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object
 
     device = _device(args.device)
     img = _open_image(input_path)
-    model = _model(args)
-    if model is not None:
-        model = codec.prepare_model(model, device)
-    if model is None:
-        model = codec.prepare_model(codec.default_model(args.quality or codec.DEFAULT_QUALITY), device)
+    model = _model(args) or codec.default_model(args.quality or codec.DEFAULT_QUALITY)
+    model = codec.prepare_model(model, device)
     start = time.perf_counter()
     data, _ = codec.encode(img, model, args.quality, device, _progress("compress"))
     seconds = time.perf_counter() - start

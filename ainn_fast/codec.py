@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import container, image_io
+from .checkpoint import is_derived
 from .entropy_coding import decode_latents, encode_latents
 from .errors import FormatError, InputError, ModelMismatchError
 from .models import AINN, CONFIGS, STRIDE
@@ -27,7 +28,6 @@ DEFAULT_METRIC = "mse"
 # Peak memory of the transforms per padded pixel, measured on CPU (lite and paper,
 # float32, 256^2 and 512^2: 1.6-2.2 KiB), with margin.
 BYTES_PER_PIXEL = 2560
-_DERIVED = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
 def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, config: str = DEFAULT_CONFIG) -> AINN:
@@ -50,10 +50,11 @@ def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, 
 
 
 def weights_hash(model: AINN) -> bytes:
-    """First 16 bytes of SHA-256 over the learned state (CDF tables are derived from it)."""
+    """First 16 bytes of SHA-256 over the learned state (buffers rebuilt without a
+    checkpoint, such as the CDF tables, are left out: see checkpoint.DERIVED)."""
     h = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
-        if key.rsplit(".", 1)[-1] in _DERIVED:
+        if is_derived(key):
             continue
         t = value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype).contiguous()
         h.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
