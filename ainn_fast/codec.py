@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import container, image_io
 from .checkpoint import is_derived
-from .entropy_coding import decode_latents, encode_latents
+from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1
 from .errors import FormatError, InputError, ModelMismatchError
 from .models import AINN, CONFIGS, STRIDE
 
@@ -110,9 +110,16 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
 
 
 def encode(
-    image, model: AINN | None = None, quality: int | None = None, device=None, progress: Callable | None = None
+    image,
+    model: AINN | None = None,
+    quality: int | None = None,
+    device=None,
+    progress: Callable | None = None,
+    version: int = container.VERSION,
 ) -> tuple[bytes, torch.Tensor]:
-    """Compress; return the file's bytes and the quantized latent y_hat (for checks)."""
+    """Compress; return the file's bytes and the quantized latent y_hat (for checks).
+
+    ``version=1`` writes the old float, raster-order format (only to measure against it)."""
     prepared = image_io.prepare(image)
     if model is None:
         model = prepare_model(default_model(quality or DEFAULT_QUALITY), device)
@@ -128,8 +135,11 @@ def encode(
     check_memory(width, height, dev)
     with torch.no_grad():
         y = model.g_a(_pad(prepared.rgb.to(dev)))
-    y_string, z_string, y_hat = encode_latents(model, y, progress)
-    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode)
+    if version == 1:
+        y_string, z_string, y_hat = encode_latents_v1(model, y)
+    else:
+        (y_string,), (z_string,), y_hat = encode_latents(model, y, progress)
+    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version)
     data = container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette))
     return data, y_hat
 
@@ -154,18 +164,54 @@ def resolve_model(header: container.Header, model: AINN | None = None, device=No
     return model
 
 
+def latent_size(header: container.Header) -> tuple[int, int]:
+    return math.ceil(header.height / STRIDE) * STRIDE // 16, math.ceil(header.width / STRIDE) * STRIDE // 16
+
+
+def _device_of(model: AINN | None, device) -> torch.device:
+    return torch.device(device) if device is not None else (next(model.parameters()).device if model else torch.device("cpu"))
+
+
 def decode(data: bytes, model: AINN | None = None, device=None, progress: Callable | None = None):
     """Decompress; return the image and the decoded latent y_hat."""
     c = container.unpack(bytes(data))
     h = c.header
-    dev = torch.device(device) if device is not None else (next(model.parameters()).device if model else torch.device("cpu"))
+    dev = _device_of(model, device)
     check_memory(h.width, h.height, dev)
     model = resolve_model(h, model, device)
-    latent = (math.ceil(h.height / STRIDE) * STRIDE // 16, math.ceil(h.width / STRIDE) * STRIDE // 16)
-    y_hat = decode_latents(model, c.y, c.z, latent, progress)
+    if h.version == 1:
+        y_hat = decode_latents_v1(model, c.y, c.z, latent_size(h))
+    else:
+        (y_hat,) = decode_latents(model, [c.y], [c.z], [latent_size(h)], dev, progress)
+    return _synthesize(model, y_hat, c), y_hat
+
+
+def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
     with torch.no_grad():
-        x_hat = model.g_s(y_hat)[:, :, : h.height, : h.width]
-    return image_io.restore(x_hat, h.mode, c.alpha, c.palette), y_hat
+        x_hat = model.g_s(y_hat)[:, :, : c.header.height, : c.header.width]
+    return image_io.restore(x_hat, c.header.mode, c.alpha, c.palette)
+
+
+def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> list[tuple]:
+    """Decode several format-2 files of one model together (one wavefront pass for all the
+    latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
+    parsed = [container.unpack(bytes(data)) for data in files]
+    if not parsed:
+        return []
+    for c in parsed:
+        if c.header.version != container.VERSION:
+            raise FormatError(f"batch decoding reads format {container.VERSION} only, got a version {c.header.version} file")
+        if (c.header.config, c.header.quality, c.header.metric, c.header.weights_hash) != (
+            parsed[0].header.config, parsed[0].header.quality, parsed[0].header.metric, parsed[0].header.weights_hash
+        ):
+            raise ModelMismatchError("files of one batch must come from one model; decode them separately")
+    dev = _device_of(model, device)
+    for c in parsed:
+        check_memory(c.header.width, c.header.height, dev)
+    model = resolve_model(parsed[0].header, model, device)
+    sizes = [latent_size(c.header) for c in parsed]
+    y_hats = decode_latents(model, [c.y for c in parsed], [c.z for c in parsed], sizes, dev)
+    return [(_synthesize(model, y_hat, c), y_hat) for y_hat, c in zip(y_hats, parsed)]
 
 
 def compress(image, model: AINN | None = None, quality: int | None = None, device=None) -> bytes:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"AINN"
-VERSION = 1
+VERSION = 2  # 2: fixed-point entropy parameters, wavefront symbol order
+READABLE_VERSIONS = (1, 2)  # 1: float parameters, raster order (decodes on the device that made it)
 MAX_SIDE = 65535
 HASH_BYTES = 16
 
@@ -36,6 +37,7 @@ class Header:
     width: int
     height: int
     mode: str
+    version: int = VERSION
 
     def model_identity(self) -> str:
         return f"{self.config} q{self.quality} {self.metric}, weights {self.weights_hash.hex()}"
@@ -62,7 +64,9 @@ def pack(c: Container) -> bytes:
         raise ValueError(f"image size {h.width}x{h.height} outside 1..{MAX_SIDE}")
     flags = (FLAG_ALPHA if c.alpha is not None else 0) | (FLAG_PALETTE if c.palette is not None else 0)
     out = bytearray(MAGIC)
-    out += struct.pack("<BBBB", VERSION, flags, MODE_CODES[h.mode], len(name))
+    if h.version not in READABLE_VERSIONS:
+        raise ValueError(f"cannot write format version {h.version}")
+    out += struct.pack("<BBBB", h.version, flags, MODE_CODES[h.mode], len(name))
     out += name
     out += struct.pack("<BB", h.quality, METRIC_CODES[h.metric])
     out += h.weights_hash
@@ -97,8 +101,9 @@ def unpack(data: bytes) -> Container:
     r = _Reader(data)
     r.take(len(MAGIC), "magic")
     version, flags, mode_code, name_len = r.unpack("<BBBB", "header")
-    if version != VERSION:
-        raise FormatError(f"unsupported .ainn format version {version} (this ainn_fast reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        raise FormatError(f"unsupported .ainn format version {version} (this ainn_fast reads versions {readable})")
     # The checksum comes first so that damage anywhere reads as damage, not as some
     # misleading field error.
     if len(data) < 4 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
@@ -129,7 +134,7 @@ def unpack(data: bytes) -> Container:
             f"payload lengths ({sum(lengths)} bytes) disagree with the file size ({len(data)} bytes)"
         )
     payloads = [r.take(n, "payload") for n in lengths]
-    header = Header(config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code])
+    header = Header(config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code], version)
     c = Container(header, payloads[0], payloads[1])
     rest = payloads[2:]
     if flags & FLAG_ALPHA:

@@ -1,34 +1,37 @@
 """Entropy coding of A-INN's latents with CompressAI's rANS coder.
 
 z is coded with the factorized entropy bottleneck; y with the Gaussian conditional whose
-(scale, mean) at each latent position comes from the hyperprior and the 5x5 causal
-context of already decoded positions. Encoder and decoder compute those parameters with
-one function, :func:`_position_params`, on identical inputs (a zero-initialised buffer
-filled position by position), so the decoder reproduces the encoder's y_hat bit-exactly
-on the same device. The loop is serial, position by position in raster order (the
-reference; a parallel decoder is a later milestone).
+(scale index, mean) at each latent position come from the hyperprior and the masked 5x5
+context of already decoded positions, computed in fixed point (:mod:`.fixed_point`) so that
+they are identical on every device and batch.
+
+Format version 2 (docs/format.md) decodes in wavefronts: with a 5x5 causal context,
+position (i, j) depends only on positions of earlier fronts t = 3i + j, so all positions of
+a front (of every image of a batch) are computed together: one context evaluation and one
+``decode_stream`` call per front and image instead of per position. The y stream holds the
+symbols in that order (fronts by t, positions by row, channels), so the serial reference
+decoder, :func:`decode_latents_serial`, which visits the positions one at a time in integer
+arithmetic, reads the same stream. Version 1 files (float parameters, raster order) still
+decode with :func:`decode_latents_v1`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import itertools
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyModel
 
 from .errors import FormatError
+from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
 
-KERNEL = 5
+KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
-
-
-def _position_params(model, y_pad: torch.Tensor, params: torch.Tensor, masked_weight: torch.Tensor, h: int, w: int):
-    crop = y_pad[:, :, h : h + KERNEL, w : w + KERNEL]
-    ctx = F.conv2d(crop, masked_weight, bias=model.context_prediction.bias)
-    gaussian = model.entropy_parameters(torch.cat((params[:, :, h : h + 1, w : w + 1], ctx), dim=1))
-    scales, means = gaussian.chunk(2, 1)
-    return scales.flatten(), means.flatten()
+UNIT = 2**ACT_BITS
 
 
 def _tables(model) -> tuple[list, list, list]:
@@ -40,11 +43,184 @@ def _tables(model) -> tuple[list, list, list]:
     return cdfs, lengths, gc.offset.tolist()
 
 
+def _decode_front(decoder: RansDecoder, index: torch.Tensor, tables: tuple[list, list, list]) -> list[int]:
+    """Decode the symbols of ``index`` (CPU) handing the coder only the CDF rows they use:
+    the bindings convert every row passed on every call, which would cost more than the
+    decoding itself (0.2 ms per call for the whole table)."""
+    used, inverse = torch.unique(index, return_inverse=True)
+    rows = used.tolist()
+    sub = tuple([table[r] for r in rows] for table in tables)
+    return decoder.decode_stream(inverse.flatten().tolist(), *sub)
+
+
 def _guard(payload: bytes, symbols: int) -> bytes:
     """The payload followed by zeros: CompressAI's rANS decoder does not bounds-check its
     input, so a forged payload could make it read past the end; each decoded symbol reads
     at most 4 bytes outside of bypass codes, so this keeps such reads inside our buffer."""
     return payload + bytes(4 * symbols + 64)
+
+
+def fronts(height: int, width: int) -> list[tuple[int, int]]:
+    """Positions (i, j) in coding order: by front t = 3i + j, then by row i."""
+    return sorted(((i, j) for i in range(height) for j in range(width)), key=lambda p: (3 * p[0] + p[1], p[0]))
+
+
+class _Schedule:
+    """A batch's coding order: for each front, the flat rows of its positions in the y_hat
+    buffer (B, H + 4, W + 4, M) and the hyper parameters (B, H, W, 2M), the rows of their
+    context windows, and each image's slice of the front (images of any sizes: a smaller
+    one leaves its part of the buffer zero, as its own padding would be)."""
+
+    def __init__(self, fp: FixedPointEntropy, sizes: Sequence[tuple[int, int]]) -> None:
+        self.height, self.width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        padded = (self.height + 2 * PAD, self.width + 2 * PAD)
+        by_front: dict[int, list[tuple[int, int, int]]] = {}
+        for b, (h, w) in enumerate(sizes):
+            for i, j in fronts(h, w):
+                by_front.setdefault(3 * i + j, []).append((b, i, j))
+        self.steps = []
+        for t in sorted(by_front):
+            pos = sorted(by_front[t])  # image, then row: each image's positions contiguous
+            b, i, j = torch.tensor(pos, device=fp.device).t()
+            slices, start = [], 0
+            for image in range(len(sizes)):
+                n = sum(1 for p in pos if p[0] == image)
+                if n:
+                    slices.append((image, start, start + n))
+                start += n
+            at = (b * self.height + i) * self.width + j
+            write = (b * padded[0] + i + PAD) * padded[1] + j + PAD
+            self.steps.append((fp.window_index(b, i, j, padded), at, write, b, i, j, slices))
+
+    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero y_hat buffer and the batch's hyper parameters, both flattened to rows."""
+        y_pad = torch.zeros(len(params_list), self.height + 2 * PAD, self.width + 2 * PAD, fp.M, device=fp.device, dtype=fp.dtype)
+        params = torch.zeros(len(params_list), self.height, self.width, 2 * fp.M, device=fp.device, dtype=fp.dtype)
+        for b, p in enumerate(params_list):
+            params[b, : p.shape[1], : p.shape[2]] = p[0]
+        return y_pad, params.view(-1, 2 * fp.M)
+
+
+def _z_symbols(model, z_strings: list[bytes], size: tuple[int, int]) -> torch.Tensor:
+    """z's integer symbols (the entropy bottleneck's decode without adding the medians)."""
+    eb = model.entropy_bottleneck
+    indexes = eb._build_indexes((len(z_strings), eb._quantized_cdf.size(0), *size)).to(eb._quantized_cdf.device)
+    return EntropyModel.decompress(eb, z_strings, indexes, torch.float32, None)
+
+
+def _decode_z(model, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
+    zh, zw = latent_size[0] // 4, latent_size[1] // 4
+    try:
+        return _z_symbols(model, [_guard(z_string, model.N * zh * zw)], (zh, zw))
+    except Exception as e:  # the rANS bindings raise bare RuntimeErrors on garbage
+        raise FormatError(f"hyperprior payload does not decode: {e}") from None
+
+
+def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
+    """Float y_hat (1, M, h, w) of each image from the integer buffer."""
+    return [
+        (y_pad[b, PAD : PAD + h, PAD : PAD + w] / UNIT).permute(2, 0, 1)[None].to(torch.float32).contiguous()
+        for b, (h, w) in enumerate(sizes)
+    ]
+
+
+@torch.no_grad()
+def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> tuple[list[bytes], list[bytes], torch.Tensor]:
+    """Code a batch of latents y (B, M, h, w) in format 2. Returns (y_strings, z_strings, y_hat)."""
+    fp = fixed_point(model, y.device)
+    batch, _, height, width = y.shape
+    sizes = [(height, width)] * batch
+    z_strings = model.entropy_bottleneck.compress(model.h_a(y))
+    z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
+    schedule = _Schedule(fp, sizes)
+    y_pad, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
+    y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
+    symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    indexes: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:
+        scale, mean = fp.position_params(y_flat, params, window, at)
+        q = torch.round(y_cl[b_idx, i, j] - mean / UNIT)
+        y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
+        index = fp.scale_index(scale)
+        for b, lo, hi in slices:
+            symbols[b].append(q[lo:hi].flatten())
+            indexes[b].append(index[lo:hi].flatten())
+    tables = _tables(model)
+    y_strings = []
+    for b in range(batch):
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(
+            torch.cat(symbols[b]).to(torch.int64).tolist(), torch.cat(indexes[b]).tolist(), *tables
+        )
+        y_strings.append(encoder.flush())
+    return y_strings, z_strings, torch.cat(_latent(y_pad, sizes))
+
+
+@torch.no_grad()
+def decode_latents(
+    model,
+    y_strings: Sequence[bytes],
+    z_strings: Sequence[bytes],
+    latent_sizes: Sequence[tuple[int, int]],
+    device: torch.device | str | None = None,
+    progress: Callable | None = None,
+) -> list[torch.Tensor]:
+    """Invert :func:`encode_latents` for a batch of files, each of its own latent size:
+    a list of y_hat (1, M, h, w), in wavefronts."""
+    fp = fixed_point(model, device)
+    sizes = [tuple(s) for s in latent_sizes]
+    z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
+    schedule = _Schedule(fp, sizes)
+    y_pad, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
+    y_flat = y_pad.view(-1, fp.M)
+    tables = _tables(model)
+    decoders = []
+    for y_string, (h, w) in zip(y_strings, sizes):
+        decoders.append(RansDecoder())
+        decoders[-1].set_stream(_guard(y_string, model.M * h * w))
+    for window, at, write, _, _, _, slices in progress(schedule.steps) if progress else schedule.steps:
+        scale, mean = fp.position_params(y_flat, params, window, at)
+        index = fp.scale_index(scale).cpu()
+        q = [_decode_front(decoders[b], index[lo:hi], tables) for b, lo, hi in slices]
+        q = np.fromiter(itertools.chain.from_iterable(q), dtype=np.float64, count=mean.numel())
+        q = torch.from_numpy(q).to(fp.device, fp.dtype).view_as(mean)
+        y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
+    return _latent(y_pad, sizes)
+
+
+@torch.no_grad()
+def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
+    """The reference decoder of format 2: one position at a time in coding order, int64
+    arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""
+    fp = FixedPointEntropy(model, "cpu", torch.int64)
+    height, width = latent_size
+    padded = (height + 2 * PAD, width + 2 * PAD)
+    params = fp.hyper_params(_decode_z(model, z_string, latent_size).cpu().to(torch.int64)).view(-1, 2 * fp.M)
+    y_pad = torch.zeros(1, *padded, fp.M, dtype=torch.int64)
+    tables = _tables(model)
+    decoder = RansDecoder()
+    decoder.set_stream(_guard(y_string, model.M * height * width))
+    zero = torch.zeros(1, dtype=torch.int64)
+    for i, j in fronts(height, width):
+        at_i, at_j = torch.tensor([i]), torch.tensor([j])
+        window = fp.window_index(zero, at_i, at_j, padded)
+        scale, mean = fp.position_params(y_pad.view(-1, fp.M), params, window, at_i * width + at_j)
+        q = torch.tensor(decoder.decode_stream(fp.scale_index(scale)[0].tolist(), *tables), dtype=torch.int64)
+        y_pad[0, i + PAD, j + PAD] = (q * UNIT + mean[0]).clamp(-ACT_MAX, ACT_MAX)
+    return _latent(y_pad, [latent_size])[0]
+
+
+# Format version 1: float parameters, serial raster order. Kept so that old files decode
+# (on the device and software that made them: floats are not portable) and as the
+# baseline for the rate cost of the fixed-point path.
+
+
+def _position_params_v1(model, y_pad, params, masked_weight, h: int, w: int):
+    crop = y_pad[:, :, h : h + KERNEL, w : w + KERNEL]
+    ctx = F.conv2d(crop, masked_weight, bias=model.context_prediction.bias)
+    gaussian = model.entropy_parameters(torch.cat((params[:, :, h : h + 1, w : w + 1], ctx), dim=1))
+    scales, means = gaussian.chunk(2, 1)
+    return scales.flatten(), means.flatten()
 
 
 def _masked_weight(model) -> torch.Tensor:
@@ -53,21 +229,19 @@ def _masked_weight(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> tuple[bytes, bytes, torch.Tensor]:
-    """Code one latent y (1, M, h, w). Returns (y_string, z_string, y_hat)."""
+def encode_latents_v1(model, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tensor]:
+    """Format 1: code one latent y (1, M, h, w). Returns (y_string, z_string, y_hat)."""
     z = model.h_a(y)
     z_string = model.entropy_bottleneck.compress(z)[0]
-    z_hat = model.entropy_bottleneck.decompress([z_string], z.shape[-2:])
-    params = model.h_s(z_hat)
+    params = model.h_s(model.entropy_bottleneck.decompress([z_string], z.shape[-2:]))
     height, width = y.shape[-2:]
     y_pad = torch.zeros(1, model.M, height + 2 * PAD, width + 2 * PAD, device=y.device, dtype=y.dtype)
-    weight = _masked_weight(model)
-    gc = model.gaussian_conditional
+    weight, gc = _masked_weight(model), model.gaussian_conditional
     symbols: list[int] = []
     indexes: list[int] = []
-    for h in _rows(height, progress):
+    for h in range(height):
         for w in range(width):
-            scales, means = _position_params(model, y_pad, params, weight, h, w)
+            scales, means = _position_params_v1(model, y_pad, params, weight, h, w)
             q = torch.round(y[0, :, h, w] - means)
             y_pad[0, :, h + PAD, w + PAD] = q + means
             symbols.extend(q.to(torch.int32).tolist())
@@ -78,31 +252,25 @@ def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> 
 
 
 @torch.no_grad()
-def decode_latents(
-    model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int], progress: Callable | None = None
-) -> torch.Tensor:
-    """Invert :func:`encode_latents`: y_hat (1, M, h, w) from the two strings."""
+def decode_latents_v1(model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Invert :func:`encode_latents_v1`: y_hat (1, M, h, w)."""
     height, width = latent_size
     device = next(model.parameters()).device
     try:
-        z_symbols = model.N * (height // 4) * (width // 4)
-        z_hat = model.entropy_bottleneck.decompress([_guard(z_string, z_symbols)], (height // 4, width // 4))
+        z_hat = model.entropy_bottleneck.decompress(
+            [_guard(z_string, model.N * (height // 4) * (width // 4))], (height // 4, width // 4)
+        )
     except Exception as e:  # the rANS bindings raise bare RuntimeErrors on garbage
         raise FormatError(f"hyperprior payload does not decode: {e}") from None
     params = model.h_s(z_hat.to(device))
     y_pad = torch.zeros(1, model.M, height + 2 * PAD, width + 2 * PAD, device=device)
-    weight = _masked_weight(model)
-    gc = model.gaussian_conditional
+    weight, gc = _masked_weight(model), model.gaussian_conditional
     tables = _tables(model)
     decoder = RansDecoder()
     decoder.set_stream(_guard(y_string, model.M * height * width))
-    for h in _rows(height, progress):
+    for h in range(height):
         for w in range(width):
-            scales, means = _position_params(model, y_pad, params, weight, h, w)
+            scales, means = _position_params_v1(model, y_pad, params, weight, h, w)
             q = decoder.decode_stream(gc.build_indexes(scales).tolist(), *tables)
             y_pad[0, :, h + PAD, w + PAD] = torch.tensor(q, dtype=torch.float32, device=device) + means
     return y_pad[:, :, PAD:-PAD, PAD:-PAD]
-
-
-def _rows(height: int, progress: Callable | None):
-    return progress(range(height)) if progress else range(height)
