@@ -1,0 +1,172 @@
+"""Format 2: the fixed-point entropy parameters are exact, and the wavefront decoder equals
+the serial reference, alone, in batches, across thread counts and devices."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from ainn_fast import codec, container, entropy_coding, fixed_point, zoo
+from ainn_fast.fixed_point import ACT_MAX, FixedPointEntropy
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def photo(name: str, size) -> Image.Image:
+    return Image.fromarray(getattr(data, name)()).crop((0, 0, *size))
+
+
+@pytest.fixture(scope="module")
+def lite():
+    """The shipped default model: trained weights give realistic scales and means."""
+    return codec.prepare_model(codec.default_model(3))
+
+
+def random_state(fp: FixedPointEntropy, height: int, width: int, scale: int, batch: int = 1):
+    y_pad = torch.randint(-scale, scale + 1, (batch, height + 4, width + 4, fp.M), dtype=torch.int64)
+    params = torch.randint(-scale, scale + 1, (batch * height * width, 2 * fp.M), dtype=torch.int64)
+    return y_pad, params
+
+
+@pytest.mark.parametrize("scale", [40 * 4096, ACT_MAX])  # realistic values, and the clamp bound itself
+def test_float64_path_equals_int64_reference_up_to_the_bounds(tiny_codec_model, scale):
+    # The claim that makes format 2 portable: float64 sums of these integers are exact.
+    exact = FixedPointEntropy(tiny_codec_model, "cpu", torch.int64)
+    fast = FixedPointEntropy(tiny_codec_model, "cpu", torch.float64)
+    y_pad, params = random_state(exact, 6, 7, scale, batch=2)
+    b = torch.tensor([0, 0, 1, 1, 1])
+    i = torch.tensor([0, 2, 5, 3, 1])
+    j = torch.tensor([0, 6, 3, 2, 4])
+    window = exact.window_index(b, i, j, (10, 11))
+    at = (b * 6 + i) * 7 + j
+    ref = exact.position_params(y_pad.view(-1, exact.M), params, window, at)
+    got = fast.position_params(y_pad.view(-1, exact.M).double(), params.double(), window, at)
+    for r, g in zip(ref, got):
+        assert torch.equal(r, g.to(torch.int64))
+    z = torch.randint(-scale // 4096, scale // 4096 + 1, (2, tiny_codec_model.N, 2, 3))
+    assert torch.equal(exact.hyper_params(z), fast.hyper_params(z).to(torch.int64))
+
+
+def test_weight_shift_keeps_every_sum_below_2_pow_53():
+    conv = torch.nn.Conv2d(64, 8, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.normal_(std=50.0)  # large weights force a small shift
+    layer = fixed_point.quantize_conv(conv)
+    row_l1 = layer.weight.abs().sum(dim=(0, 1)).max().item()
+    assert row_l1 <= fixed_point.ROW_L1_MAX and row_l1 * ACT_MAX + layer.bias.abs().max().item() < 2**53
+    # ... and the shift is the largest that does: one more bit would break the bound.
+    wider = torch.round(layer.weight / 2**layer.shift * 2 ** (layer.shift + 1))
+    assert wider.abs().sum(dim=(0, 1)).max().item() > fixed_point.ROW_L1_MAX
+
+
+def test_unsupported_layers_are_refused_by_name(tiny_codec_model):
+    import copy
+
+    model = copy.deepcopy(tiny_codec_model)
+    model.h_s[1] = torch.nn.GELU()
+    with pytest.raises(ValueError, match="GELU"):
+        FixedPointEntropy(model)
+
+
+def test_scale_index_equals_compressai_build_indexes(lite):
+    fp = fixed_point.fixed_point(lite)
+    table = lite.gaussian_conditional.scale_table.double() * 4096
+    # Every threshold, its neighbours, and random values from below the bound to above the table.
+    edges = torch.cat([table.floor() + d for d in (-1, 0, 1)])
+    scales = torch.cat([edges, torch.randint(-5000, 300 * 4096, (2000,)).double()])
+    ours = fp.scale_index(scales)
+    theirs = lite.gaussian_conditional.build_indexes((scales / 4096).float())
+    # compressai compares float32 scales: compare where float32 holds scale / 4096 exactly.
+    exact = (scales / 4096).float().double() * 4096 == scales
+    assert exact.sum() > 1000 and torch.equal(ours[exact], theirs[exact].long())
+
+
+@pytest.mark.parametrize("name, size", [("astronaut", (64, 64)), ("coffee", (130, 70)), ("chelsea", (200, 330))])
+def test_wavefront_decode_equals_serial_reference(lite, name, size):
+    blob, y_enc = codec.encode(photo(name, size), lite)
+    c = container.unpack(blob)
+    assert c.header.version == 2
+    latent = codec.latent_size(c.header)
+    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent)
+    image, y_wave = codec.decode(blob, lite)
+    assert torch.equal(serial, y_wave) and torch.equal(y_wave, y_enc)
+    assert y_wave.abs().sum() > 0  # a real latent, not an all-zero one
+    with torch.no_grad():
+        x_serial = lite.g_s(serial)[:, :, : size[1], : size[0]]
+    reference = codec.image_io.restore(x_serial, "RGB", None, None)
+    assert np.array_equal(np.asarray(reference), np.asarray(image))
+
+
+def test_file_decodes_alone_and_inside_a_batch_of_different_images(lite):
+    files = [
+        codec.compress(photo("coffee", (100, 64)), lite),
+        codec.compress(photo("astronaut", (64, 200)), lite),
+        codec.compress(photo("rocket", (150, 90)), lite),
+    ]
+    alone = [codec.decode(f, lite) for f in files]
+    batched = codec.decode_batch(files, lite)
+    for (img_a, y_a), (img_b, y_b) in zip(alone, batched):
+        assert torch.equal(y_a, y_b)
+        assert np.array_equal(np.asarray(img_a), np.asarray(img_b))
+    # Three latent sizes in one wavefront pass.
+    assert [y.shape[-2:] for _, y in batched] == [(4, 8), (16, 4), (8, 12)]
+
+
+def test_batch_encode_equals_single_encodes(lite):
+    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
+    xs = torch.stack([x, x.flip(-1), x.flip(-2)])
+    with torch.no_grad():
+        y = lite.g_a(xs)
+    strings, zs, y_hat = entropy_coding.encode_latents(lite, y)
+    for b in range(3):
+        one = entropy_coding.encode_latents(lite, y[b : b + 1])
+        assert one[0][0] == strings[b] and one[1][0] == zs[b] and torch.equal(one[2][0], y_hat[b])
+
+
+def test_file_from_one_thread_count_decodes_with_another(lite):
+    img = photo("chelsea", (192, 128))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, y_one = codec.encode(img, lite)
+        torch.set_num_threads(2)
+        two, y_two = codec.encode(img, lite)
+        assert torch.equal(codec.decode(one, lite)[1], y_one)
+        torch.set_num_threads(1)
+        assert torch.equal(codec.decode(two, lite)[1], y_two)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_version_1_files_still_decode(tiny_codec_model):
+    img = photo("coffee", (70, 64))
+    blob, y_enc = codec.encode(img, tiny_codec_model, version=1)
+    assert container.unpack(blob).header.version == 1
+    out, y_dec = codec.decode(blob, tiny_codec_model)
+    assert torch.equal(y_enc, y_dec) and out.size == img.size
+
+
+def test_fixed_point_rate_cost_is_under_half_a_percent(lite):
+    # Same model, float serial (format 1) vs fixed point (format 2): the parameters differ
+    # by about 1/4096, which must cost almost nothing.
+    img = photo("astronaut", (256, 256))
+    v1 = len(codec.encode(img, lite, version=1)[0])
+    v2 = len(codec.encode(img, lite)[0])
+    assert abs(v2 - v1) / v1 < 0.005, (v1, v2)
+
+
+@cuda
+def test_gpu_and_cpu_decode_each_others_files(lite):
+    import copy
+
+    gpu = copy.deepcopy(lite).cuda()
+    img = photo("chelsea", (256, 192))
+    from_gpu, y_gpu = codec.encode(img, gpu, device="cuda")
+    from_cpu, y_cpu = codec.encode(img, lite)
+    _, y = codec.decode(from_gpu, lite)
+    assert torch.equal(y, y_gpu.cpu())
+    _, y = codec.decode(from_cpu, gpu, device="cuda")
+    assert torch.equal(y.cpu(), y_cpu)
+    batched = codec.decode_batch([from_gpu, from_cpu], gpu, device="cuda")
+    assert torch.equal(batched[0][1].cpu(), y_gpu.cpu()) and torch.equal(batched[1][1].cpu(), y_cpu)
