@@ -94,6 +94,16 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", dest="init_checkpoint", help="start from these weights (fine-tuning)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --output")
     common(t, model_options=False)
+
+    b = sub.add_parser("bench", help="encode/decode time per image vs the serial decoders and CompressAI, one run")
+    b.add_argument("--configs", nargs="+", default=["lite"], choices=["lite", "paper", "tiny"], help="(default lite)")
+    b.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the test photo (default 768x512)")
+    b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement, median reported")
+    b.add_argument("--no-serial", action="store_true", help="skip the (slow) serial decoders")
+    b.add_argument("--no-baseline", action="store_true", help="skip CompressAI's mbt2018")
+    b.add_argument("-o", "--output", help="write the results as JSON")
+    b.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    common(b, model_options=False)
     return p
 
 
@@ -181,7 +191,7 @@ def _device(name: str):
 def _progress(label: str):
     from tqdm import tqdm
 
-    return lambda rows: tqdm(rows, desc=label, unit="row", leave=False, disable=None)
+    return lambda rows: tqdm(rows, desc=label, unit="front", leave=False, disable=None)
 
 
 def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object]:
@@ -239,7 +249,7 @@ def cmd_info(args) -> None:
     c = container.unpack(data)
     h = c.header
     print(f"file:     {args.input} ({len(data)} bytes)")
-    print(f"format:   .ainn version {container.VERSION}")
+    print(f"format:   .ainn version {h.version}")
     print(f"model:    {h.config} quality {h.quality} {h.metric}, weights {h.weights_hash.hex()}")
     print(f"image:    {h.width}x{h.height} {h.mode}")
     extras = "".join(f", {n} {len(p)} B" for n, p in (("alpha", c.alpha), ("palette", c.palette)) if p is not None)
@@ -283,6 +293,12 @@ def cmd_eval(args) -> None:
     run_command(args)
 
 
+def cmd_bench(args) -> None:
+    from .bench import run_command
+
+    run_command(args)
+
+
 def cmd_train(args) -> None:
     from .training import TrainConfig, train
 
@@ -302,7 +318,8 @@ def cmd_train(args) -> None:
         print(f"{out / 'last.safetensors'}: step {trainer.step}")
 
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval, "train": cmd_train}
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval, "train": cmd_train,
+            "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,3 +125,26 @@ def test_console_script_entry_point():
     # The installed `ainn` runs main(); as a module it behaves the same.
     r = subprocess.run([sys.executable, "-m", "ainn_fast.cli", "info", "/nonexistent.ainn"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "ainn: error: /nonexistent.ainn: no such file"
+
+
+def test_bench_writes_json_whose_sizes_are_real_files(capsys, tmp_path):
+    import json
+
+    from ainn_fast import bench, codec
+
+    out = tmp_path / "bench.json"
+    rc, stdout, err = run(capsys, "bench", "--configs", "tiny", "--size", "64x64", "--repeat", "1", "--no-baseline", "-o", out)
+    assert rc == 0, err
+    (row,) = json.loads(out.read_text())["configs"]
+    model = codec.prepare_model(codec.default_model(3, config="tiny"))
+    # The bytes reported are those of a real file of the same photo and model, v1 included.
+    assert row["bytes"] == len(codec.compress(bench.photo(64, 64), model))
+    assert row["v1_bytes"] == len(codec.encode(bench.photo(64, 64), model, version=1)[0])
+    assert row["decode_s"] >= row["decode_latents_s"] > 0 and "tiny:" in stdout
+    rc, _, err = run(capsys, "bench", "--configs", "tiny", "--size", "64x64", "-o", out)
+    assert rc == 2 and "exists" in err  # no overwrite without --force
+
+
+def test_bench_refuses_a_bad_size(capsys):
+    rc, _, err = run(capsys, "bench", "--size", "big")
+    assert rc == 2 and err.count("\n") == 1 and "WIDTHxHEIGHT" in err

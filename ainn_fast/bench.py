@@ -1,0 +1,184 @@
+"""``ainn bench``: encode and decode time per image, with the serial decoders measured in
+the same run on the same machine (ratios are only meaningful that way).
+
+Rows per configuration: end-to-end encode (image -> file bytes) and decode (file bytes ->
+image), the decode's two parts (wavefront latent decode, synthesis), and the serial loops
+it replaces: format 1's float raster loop (CompressAI's structure, our trimmed tables) and
+the int64 serial reference of format 2. CompressAI's own mbt2018 (N = M = 192, the same
+joint hyperprior + 5x5 context model, untrained weights: timing only) is measured on the
+same image as the outside baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from . import codec, container, entropy_coding, zoo
+from .models import STRIDE
+
+def photo(width: int, height: int) -> Image.Image:
+    """scikit-image's astronaut photo, scaled and centre-cropped to width x height."""
+    from skimage import data
+
+    return ImageOps.fit(Image.fromarray(data.astronaut()), (width, height), Image.Resampling.LANCZOS)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable, device: torch.device, repeat: int, warmup: int = 1) -> tuple[float, object]:
+    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs, and its result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        result = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _model(config: str, device: torch.device):
+    shipped = [c for c, _, _ in zoo.pretrained_available() if c == config]
+    model = codec.default_model(codec.DEFAULT_QUALITY, config=config)
+    return codec.prepare_model(model, device), bool(shipped)
+
+
+def bench_config(config: str, image: Image.Image, device: torch.device, repeat: int, serial: bool = True) -> dict:
+    model, trained = _model(config, device)
+    w, h = image.size
+    encode_s, data = timed(lambda: codec.compress(image, model, device=device), device, repeat)
+    decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
+    c = container.unpack(data)
+    latent = codec.latent_size(c.header)
+    latent_s, y_hat = timed(lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device), device, repeat)
+    with torch.no_grad():
+        synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
+    row = {
+        "config": config,
+        "trained_weights": trained,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (w * h),
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "decode_latents_s": latent_s,
+        "synthesis_s": synth_s,
+    }
+    if serial:
+        old = codec.encode(image, model, device=device, version=1)[0]
+        o = container.unpack(old)
+        row["v1_bytes"] = len(old)
+        row["serial_v1_decode_latents_s"], _ = timed(
+            lambda: entropy_coding.decode_latents_v1(model, o.y, o.z, latent), device, 1, warmup=0
+        )
+        row["serial_reference_decode_latents_s"], _ = timed(
+            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent), device, 1, warmup=0
+        )
+    return row
+
+
+def bench_compressai(image: Image.Image, device: torch.device) -> dict:
+    """CompressAI's mbt2018 (quality 4: N = M = 192), serial compress and decompress."""
+    from compressai.zoo import mbt2018
+
+    torch.manual_seed(0)
+    model = mbt2018(4, pretrained=False).eval()
+    model.update(force=True)
+    model.to(device)
+    x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+    h, w = x.shape[-2:]
+    x = torch.nn.functional.pad(x, (0, -w % STRIDE, 0, -h % STRIDE)).to(device)
+    with torch.no_grad():
+        encode_s, out = timed(lambda: model.compress(x), device, 1, warmup=0)
+        decode_s, _ = timed(lambda: model.decompress(out["strings"], out["shape"]), device, 1, warmup=0)
+    return {"model": "compressai mbt2018 q4 (N=M=192), untrained", "encode_s": encode_s, "decode_s": decode_s}
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(configs: list[str], width: int, height: int, device: torch.device, repeat: int, serial: bool, baseline: bool) -> dict:
+    image = photo(width, height)
+    results = {"machine": machine(device), "image": f"astronaut {width}x{height}", "configs": []}
+    for config in configs:
+        results["configs"].append(bench_config(config, image, device, repeat, serial))
+    if baseline:
+        results["compressai"] = bench_compressai(image, device)
+    return results
+
+
+def report(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"{results['image']} on {m.get('gpu', m['cpu'])} ({m['device']}, {m['torch_threads']} threads)"]
+    base = results.get("compressai")
+    for r in results["configs"]:
+        lines.append(
+            f"{r['config']:>6}: {r['bytes']} B ({r['bpp']:.3f} bpp), encode {r['encode_s'] * 1e3:.0f} ms, "
+            f"decode {r['decode_s'] * 1e3:.0f} ms = latents {r['decode_latents_s'] * 1e3:.0f} + synthesis "
+            f"{r['synthesis_s'] * 1e3:.0f} ms"
+        )
+        if "serial_v1_decode_latents_s" in r:
+            lines.append(
+                f"        serial loops: float v1 {r['serial_v1_decode_latents_s'] * 1e3:.0f} ms "
+                f"({r['serial_v1_decode_latents_s'] / r['decode_latents_s']:.1f}x the wavefront), int64 reference "
+                f"{r['serial_reference_decode_latents_s'] * 1e3:.0f} ms; v1 file {r['v1_bytes']} B "
+                f"(format 2 {100 * (r['bytes'] / r['v1_bytes'] - 1):+.2f} %)"
+            )
+        if base:
+            lines.append(f"        CompressAI mbt2018 decode / this decode: {base['decode_s'] / r['decode_s']:.1f}x")
+    if base:
+        lines.append(f"CompressAI mbt2018: encode {base['encode_s']:.2f} s, decode {base['decode_s']:.2f} s")
+    return "\n".join(lines)
+
+
+def run_command(args) -> None:
+    from .cli import _check_output, _device, _write_atomic
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        from .errors import InputError
+
+        raise InputError(f"--size must be WIDTHxHEIGHT, got {args.size!r}") from None
+    out = _check_output(args.output, args.force) if args.output else None
+    device = _device(args.device)
+    results = run(args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline)
+    print(report(results))
+    if out is not None:
+        _write_atomic(out, lambda f: f.write(json.dumps(results, indent=2).encode()), args.force)

@@ -1,0 +1,65 @@
+"""Entropy decoding of one image's latents: the wavefront decoder against the serial loops
+it replaces, all in one run on one machine (CPU, or the GPU when one is present).
+
+Cases (lite configuration with its shipped weights, astronaut photo scaled to 768x512 and
+256x256): ``wavefront`` (format 2, the product path), ``serial_reference`` (format 2's
+int64 loop, one position at a time), ``serial_v1`` (format 1's float raster loop, the
+CompressAI structure with trimmed CDF tables) and ``compressai_mbt2018`` (CompressAI's own
+serial decompress of its N = M = 192 joint model, untrained weights: timing only).
+
+    python -m pytest benchmarks/bench_decode.py --benchmark-json benchmarks/results/decode_cpu_$(date +%F).json
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ainn_fast import bench, codec, container, entropy_coding
+
+torch.set_num_threads(int(os.environ.get("AINN_BENCH_THREADS", 1)))
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SIZES = {"768x512": (768, 512), "256x256": (256, 256)}
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return codec.prepare_model(codec.default_model(3), DEVICE)
+
+
+def _run(benchmark, fn, rounds: int):
+    def call():
+        out = fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return benchmark.pedantic(call, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("decoder", ["wavefront", "serial_reference", "serial_v1", "compressai_mbt2018"])
+def test_decode_latents(benchmark, lite, size, decoder):
+    benchmark.group = f"decode latents {size}"
+    image = bench.photo(*SIZES[size])
+    if decoder == "compressai_mbt2018":
+        from compressai.zoo import mbt2018
+
+        model = mbt2018(4, pretrained=False).eval()
+        model.update(force=True)
+        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].float().div(255)
+        out = model.to(DEVICE).compress(x.to(DEVICE))
+        _run(benchmark, lambda: model.decompress(out["strings"], out["shape"]), rounds=1)
+        return
+    version = 1 if decoder == "serial_v1" else 2
+    c = container.unpack(codec.encode(image, lite, device=DEVICE, version=version)[0])
+    latent = codec.latent_size(c.header)
+    fn = {
+        "wavefront": lambda: entropy_coding.decode_latents(lite, [c.y], [c.z], [latent], DEVICE),
+        "serial_reference": lambda: entropy_coding.decode_latents_serial(lite, c.y, c.z, latent),
+        "serial_v1": lambda: entropy_coding.decode_latents_v1(lite, c.y, c.z, latent),
+    }[decoder]
+    _run(benchmark, fn, rounds=5 if decoder == "wavefront" else 1)
