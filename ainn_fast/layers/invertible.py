@@ -35,6 +35,8 @@ class InvConv1x1(nn.Module):
         super().__init__()
         q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
         self.weight = nn.Parameter(q.to(torch.float32))
+        # (key, W, W^-1): a plain attribute, so never in the state_dict. See inverse_weight.
+        self._inverse_cache: tuple | None = None
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Apply W to one tensor, or to several (the streams) sharing the weight."""
@@ -43,7 +45,24 @@ class InvConv1x1(nn.Module):
     def inverse_weight(self) -> torch.Tensor:
         # float64 keeps the round trip exact to float32 precision even for
         # ill-conditioned trained matrices.
-        return torch.linalg.inv(self.weight.double())
+        w = self.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return torch.linalg.inv(w.double())  # training: fresh and differentiable
+        return self._cached_inverse(w)
+
+    @torch.compiler.disable  # data_ptr/_version are not traceable; a graph break is cheap here
+    def _cached_inverse(self, w: torch.Tensor) -> torch.Tensor:
+        # Valid while the weight is unchanged: in-place updates bump _version; replacing,
+        # moving or casting it changes data_ptr/device/dtype. The cache keeps the weight's
+        # old storage alive, so a new weight can never reuse its address. An inverse made
+        # in inference mode is not reused outside it (it could not be saved for backward).
+        # (In-place writes through ``w.data`` bypass _version and are not seen.)
+        key = (w._version, w.data_ptr(), w.device, w.dtype, torch.is_inference_mode_enabled())
+        cache = getattr(self, "_inverse_cache", None)
+        if cache is None or cache[0] != key:
+            w = w.detach()
+            cache = self._inverse_cache = (key, w, torch.linalg.inv(w.double()))
+        return cache[2]
 
     def inverse(self, *ys: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Apply W^-1 (computed once for all the tensors given)."""

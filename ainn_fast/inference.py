@@ -1,0 +1,130 @@
+"""A faster synthesis transform ``g_s`` for decoding (inference only).
+
+:func:`prepare_for_decoding` rewrites an eval-mode model in place: BatchNorm folded into
+the convolution before it, the inverse 1x1 matrices cached (see
+``InvConv1x1.inverse_weight``), and optionally ``g_s`` compiled and/or replayed from CUDA
+graphs. The training model and its modules' code are left as they are.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .models import AINN
+
+
+def prepare_for_decoding(model: AINN, *, compile: bool = False, cuda_graphs: bool = False) -> AINN:
+    """Make ``model.g_s`` fast for decoding; returns the same (modified) model.
+
+    BatchNorm is folded into the preceding convolution (exact up to float32 rounding) and
+    each level's inverse 1x1 matrix is computed once. ``compile`` wraps ``g_s`` with
+    ``torch.compile``; ``cuda_graphs`` replays it from one CUDA graph per input shape
+    (CUDA inputs under ``no_grad`` only; otherwise eager). The model must be in eval mode,
+    and its weights must not change afterwards: folded and captured copies would go stale.
+    The folded model's state_dict differs, so save checkpoints before preparing.
+    """
+    if model.training:
+        raise ValueError("prepare_for_decoding needs an eval-mode model (BatchNorm folding uses running statistics)")
+    if getattr(model, "_ainn_hash", None) is None:
+        from .codec import weights_hash
+
+        # The file header identifies the trained weights; folding rewrites the state_dict.
+        model._ainn_hash = weights_hash(model)
+    fold_batchnorm(model)
+    with torch.no_grad():
+        for level in model.inn.levels:  # fill the inverse caches now, not on the first decode
+            level.conv1x1.inverse_weight()
+
+    model.__dict__.pop("g_s", None)  # drop an earlier wrapper: preparing twice does not stack
+    if cuda_graphs and not torch.cuda.is_available():
+        warnings.warn("cuda_graphs=True but CUDA is not available: g_s stays eager", stacklevel=2)
+        cuda_graphs = False
+    if compile or cuda_graphs:
+        g_s: Callable = model.g_s  # the eager method
+        if compile:
+            g_s = torch.compile(g_s)
+        if cuda_graphs:
+            g_s = _GraphedSynthesis(g_s, next(model.parameters()))
+        model.g_s = g_s  # an instance attribute shadows the method
+    return model
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into
+    that convolution (float64 math, then a conv with bias) and replace it by Identity.
+    Returns the number folded."""
+    folded = 0
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(1, len(seq)):
+            conv, bn = seq[i - 1], seq[i]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                if bn.training or bn.running_mean is None:
+                    raise ValueError(f"cannot fold {bn}: it uses batch statistics (training mode or no running stats)")
+                _fold(conv, bn)
+                seq[i] = nn.Identity()
+                folded += 1
+    return folded
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    # bn(conv(x)) = gamma * (W x + b - mean) / sqrt(var + eps) + beta = (s W) x + (beta + s (b - mean))
+    w = conv.weight.double()
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    conv.weight.copy_(w * scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((beta + scale * (b - mean)).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+
+
+class _GraphedSynthesis:
+    """``fn`` replayed from one CUDA graph per (shape, dtype, device) of its input.
+
+    Graphs read the weights by address: they are dropped when ``anchor`` (a parameter)
+    moves, e.g. after ``model.to(...)``. Each graph keeps its own memory pool.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], anchor: torch.Tensor) -> None:
+        self.fn, self.anchor, self.anchor_ptr = fn, anchor, anchor.data_ptr()
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, y_hat: torch.Tensor) -> torch.Tensor:
+        if y_hat.device.type != "cuda":
+            warnings.warn("CUDA-graphed g_s called on a non-CUDA tensor: running eager", stacklevel=2)
+            return self.fn(y_hat)
+        if torch.is_grad_enabled():  # a replay records no autograd graph
+            return self.fn(y_hat)
+        if self.anchor.data_ptr() != self.anchor_ptr:  # the model moved: recapture
+            self.graphs.clear()
+            self.anchor_ptr = self.anchor.data_ptr()
+        # Normal (non-inference) tensors, so that static buffers captured under
+        # inference_mode can still be written to outside it.
+        with torch.inference_mode(False), torch.no_grad():
+            key = (tuple(y_hat.shape), y_hat.dtype, y_hat.device)
+            if key not in self.graphs:
+                self.graphs[key] = self._capture(y_hat)
+            graph, static_in, static_out = self.graphs[key]
+            static_in.copy_(y_hat)
+            graph.replay()
+            return static_out.clone()  # the next replay overwrites static_out
+
+    def _capture(self, y_hat: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_in = y_hat.clone()
+        # Warm up on a side stream (lazy init, cuDNN autotuning, the inverse caches) so
+        # that nothing inside the capture allocates outside the graph's pool or syncs.
+        stream = torch.cuda.Stream(y_hat.device)
+        stream.wait_stream(torch.cuda.current_stream(y_hat.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.fn(static_in)
+        torch.cuda.current_stream(y_hat.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_in)
+        return graph, static_in, static_out

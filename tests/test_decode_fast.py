@@ -1,0 +1,142 @@
+"""prepare_for_decoding: g_s unchanged up to float32 rounding; the inverse cache is correct."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ainn_fast import zoo
+from ainn_fast.inference import prepare_for_decoding
+from conftest import perturb_couplings
+
+
+def _tiny_model() -> nn.Module:
+    torch.manual_seed(3)
+    model = zoo.ainn(3, config="tiny")
+    perturb_couplings(model.inn, std=0.05)  # real affine couplings, not the identity
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        # Non-trivial running statistics and affine parameters, so that folding matters.
+        n = bn.num_features
+        bn.running_mean.copy_(torch.randn(n) * 0.5)
+        bn.running_var.copy_(torch.rand(n) * 2 + 0.1)
+        bn.weight.data.copy_(torch.randn(n))
+        bn.bias.data.copy_(torch.randn(n) * 0.5)
+    return model.eval()
+
+
+def _close(fast: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
+    # Folding reassociates float32 products ((s W) x instead of s (W x)), so results differ
+    # by rounding, carried through the PDM U-Nets and inverse levels: measured ~2e-7 of the
+    # output's scale here. 1e-4 of that scale leaves margin, yet scaling every BN's running
+    # mean by 1.01 before folding already exceeds it.
+    scale = ref.abs().max().item()
+    assert (fast - ref).abs().max().item() <= tol * max(scale, 1.0), (fast - ref).abs().max()
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4), (2, 4, 8)])
+def test_prepared_g_s_matches_reference(shape):
+    ref = _tiny_model()
+    fast = prepare_for_decoding(copy.deepcopy(ref))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in ref.modules())  # the reference is untouched
+    b, h, w = shape
+    y_hat = torch.randn(b, ref.M, h, w).mul(4).round()  # latents are integers
+    with torch.no_grad():
+        out_ref, out_fast = ref.g_s(y_hat), fast.g_s(y_hat)
+        out_again = fast.g_s(y_hat + 0)  # second call: served from the inverse cache
+    assert out_fast.shape == (b, 3, 16 * h, 16 * w)
+    _close(out_fast, out_ref, 1e-4)
+    assert torch.equal(out_again, out_fast)
+
+
+def test_refuses_training_mode():
+    model = _tiny_model().train()
+    with pytest.raises(ValueError, match="eval"):
+        prepare_for_decoding(model)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # left as it was
+
+
+def test_preparing_keeps_the_weights_identity():
+    from ainn_fast import codec
+
+    model = _tiny_model()
+    digest = codec.weights_hash(model)
+    prepare_for_decoding(model)
+    assert model._ainn_hash == digest  # files made by the unfolded model still decode
+
+
+def test_inverse_cache_is_exact_and_invalidated_by_in_place_updates():
+    conv = _tiny_model().inn.levels[1].conv1x1
+    w = conv.weight
+    with torch.no_grad():
+        first = conv.inverse_weight()
+        assert conv.inverse_weight() is first  # cached
+        torch.testing.assert_close(first, torch.linalg.inv(w.double()), atol=0, rtol=0)
+        w.add_(1e-3)
+        second = conv.inverse_weight()
+    assert second is not first
+    torch.testing.assert_close(second, torch.linalg.inv(w.detach().double()), atol=0, rtol=0)
+    assert not torch.equal(second, first)
+    assert not any("inverse" in k for k in conv.state_dict())
+
+
+def test_inverse_cache_sees_a_replaced_weight():
+    conv = _tiny_model().inn.levels[0].conv1x1
+    with torch.no_grad():
+        first = conv.inverse_weight()
+        conv.weight = nn.Parameter(conv.weight * 2)
+        torch.testing.assert_close(conv.inverse_weight(), first / 2)
+
+
+def test_training_still_gets_a_differentiable_inverse():
+    model = _tiny_model().train()
+    conv = model.inn.levels[2].conv1x1
+    with torch.no_grad():
+        conv.inverse_weight()  # a cached entry must not leak into training
+    inv = conv.inverse_weight()
+    assert inv.requires_grad
+    inv.square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_prepare_twice_and_cuda_graphs_fallback_on_cpu():
+    ref = _tiny_model()
+    fast = prepare_for_decoding(prepare_for_decoding(copy.deepcopy(ref)))
+    if not torch.cuda.is_available():
+        with pytest.warns(UserWarning, match="CUDA is not available"):
+            prepare_for_decoding(fast, cuda_graphs=True)
+    y_hat = torch.randn(1, ref.M, 4, 4).round()
+    with torch.no_grad():
+        _close(fast.g_s(y_hat), ref.g_s(y_hat), 1e-4)
+
+
+@pytest.fixture
+def no_tf32(monkeypatch):
+    # TF32 convolutions (the CUDA default) would swamp the float32 rounding compared here.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+# Compiling the tiny g_s takes ~75 s on a cold inductor cache on a 2-core CPU: GPU only.
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile of g_s is too slow to test on CPU")
+def test_compiled_g_s_matches_eager(no_tf32):
+    ref = _tiny_model().cuda()
+    fast = prepare_for_decoding(copy.deepcopy(ref), compile=True)
+    y_hat = torch.randn(1, ref.M, 4, 4, device="cuda").round()
+    with torch.no_grad():
+        _close(fast.g_s(y_hat), ref.g_s(y_hat), 1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_match_eager(no_tf32):
+    ref = _tiny_model().cuda()
+    fast = prepare_for_decoding(copy.deepcopy(ref), cuda_graphs=True)
+    eager = prepare_for_decoding(copy.deepcopy(ref))
+    shape_a, shape_b = (1, ref.M, 4, 4), (2, ref.M, 4, 8)
+    with torch.no_grad():
+        inputs = [torch.randn(s, device="cuda").round() for s in (shape_a, shape_a, shape_b)]
+        outs = [fast.g_s(y) for y in inputs]  # 2 different inputs of one shape, then another shape
+        for y, out in zip(inputs, outs):  # earlier outputs are not overwritten by later replays
+            torch.testing.assert_close(out, eager.g_s(y), atol=1e-5, rtol=0)
+    assert len(fast.g_s.graphs) == 2
