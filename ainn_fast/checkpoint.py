@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -79,6 +80,21 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> AINN:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit its config: {first}") from None
     if missing_derived:
         model.update(force=True)
+    return model
+
+
+def restore_bounds(model: AINN) -> AINN:
+    """Reset the entropy models' constant lower bounds to the values the architecture sets.
+
+    fp16 weights (the shipped ones) round the likelihood bound 1e-9 to 0: harmless for
+    coding, but an infinite loss as soon as training starts from them. Not done on every
+    load because the bounds are part of the weights hash that files carry."""
+    fresh = {"gaussian_conditional": GaussianConditional(None), "entropy_bottleneck": EntropyBottleneck(model.N)}
+    for name, module in fresh.items():
+        target = dict(getattr(model, name).named_buffers())
+        for key, value in module.named_buffers():
+            if key.endswith("bound"):
+                target[key].copy_(value)
     return model
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import zoo
 from .backend import use_backend
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, restore_bounds, save_model
 from .errors import CheckpointError, InputError
 from .losses import RateDistortionLoss, lambda_for
 from .models import STRIDE
@@ -133,7 +133,7 @@ class Trainer:
         self.data = CropBatches(list_images(cfg.train_dirs), cfg.patch_size)
         self.val_files = list_images(cfg.val_dirs) if cfg.val_dirs else []
         if cfg.init_checkpoint:
-            self.model = load_model(cfg.init_checkpoint)
+            self.model = restore_bounds(load_model(cfg.init_checkpoint))
             self.model.quality, self.model.metric = cfg.quality, cfg.metric
         else:
             with torch.random.fork_rng(devices=[]):

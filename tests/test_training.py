@@ -136,3 +136,17 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     assert rc == 2 and "holds a run already" in capsys.readouterr().err
     rc = main(["train", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
     assert rc == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_restore_bounds_undoes_fp16_rounding_of_the_likelihood_bound():
+    from ainn_fast import zoo
+    from ainn_fast.checkpoint import restore_bounds
+
+    model = zoo.ainn(3, config="lite", pretrained=True)  # shipped fp16: the 1e-9 bound became 0
+    gc = model.gaussian_conditional
+    y = torch.tensor([[[[40.0]]]]).expand(1, model.M, 1, 1)  # far in the tail
+    scales, means = torch.full_like(y, 0.11), torch.zeros_like(y)
+    assert gc(y, scales, means, training=False)[1].min() == 0  # log would be -inf: training diverges
+    restore_bounds(model)
+    _, likelihood = gc(y, scales, means, training=False)
+    assert likelihood.min() == pytest.approx(1e-9) and gc.lower_bound_scale.bound.item() == pytest.approx(0.11)
