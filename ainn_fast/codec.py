@@ -18,7 +18,14 @@ from PIL import Image
 
 from . import container, image_io
 from .checkpoint import is_derived
-from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1
+from .entropy_coding import (
+    decode_latents,
+    decode_latents_checkerboard,
+    decode_latents_v1,
+    encode_latents,
+    encode_latents_checkerboard,
+    encode_latents_v1,
+)
 from .errors import FormatError, InputError, ModelMismatchError
 from .models import AINN, CONFIGS, STRIDE
 
@@ -135,11 +142,16 @@ def encode(
     check_memory(width, height, dev)
     with torch.no_grad():
         y = model.g_a(_pad(prepared.rgb.to(dev)))
+    context = model.config.context
     if version == 1:
+        if context != "serial":
+            raise InputError(f"format 1 has no {context} context")
         y_string, z_string, y_hat = encode_latents_v1(model, y)
+    elif context == "checkerboard":
+        (y_string,), (z_string,), y_hat = encode_latents_checkerboard(model, y)
     else:
         (y_string,), (z_string,), y_hat = encode_latents(model, y, progress)
-    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version)
+    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context)
     data = container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette))
     return data, y_hat
 
@@ -182,8 +194,19 @@ def decode(data: bytes, model: AINN | None = None, device=None, progress: Callab
     if h.version == 1:
         y_hat = decode_latents_v1(model, c.y, c.z, latent_size(h))
     else:
-        (y_hat,) = decode_latents(model, [c.y], [c.z], [latent_size(h)], dev, progress)
+        (y_hat,) = _decode_latents(model, [c], dev, progress)
     return _synthesize(model, y_hat, c), y_hat
+
+
+def _decode_latents(model: AINN, files: list[container.Container], device, progress=None) -> list[torch.Tensor]:
+    """Format 2 latents of files of one model, by the context its header names."""
+    context = files[0].header.context
+    if context != model.config.context:
+        raise ModelMismatchError(f"file was coded with the {context} context; the model has the {model.config.context} one")
+    ys, zs, sizes = [c.y for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
+    if context == "checkerboard":
+        return decode_latents_checkerboard(model, ys, zs, sizes, device)
+    return decode_latents(model, ys, zs, sizes, device, progress)
 
 
 def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
@@ -209,8 +232,7 @@ def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> 
     for c in parsed:
         check_memory(c.header.width, c.header.height, dev)
     model = resolve_model(parsed[0].header, model, device)
-    sizes = [latent_size(c.header) for c in parsed]
-    y_hats = decode_latents(model, [c.y for c in parsed], [c.z for c in parsed], sizes, dev)
+    y_hats = _decode_latents(model, parsed, dev)
     return [(_synthesize(model, y_hat, c), y_hat) for y_hat, c in zip(y_hats, parsed)]
 
 

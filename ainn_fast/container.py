@@ -25,7 +25,9 @@ MODE_CODES = {"L": 0, "RGB": 1, "RGBA": 2, "LA": 3, "P": 4, "1": 5}
 
 FLAG_ALPHA = 1
 FLAG_PALETTE = 2
-_KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE
+FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); version 2 only
+_KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE | FLAG_CHECKERBOARD
+CONTEXTS = ("serial", "checkerboard")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Header:
     height: int
     mode: str
     version: int = VERSION
+    context: str = "serial"  # the entropy model's context, which fixes the order of y
 
     def model_identity(self) -> str:
         return f"{self.config} q{self.quality} {self.metric}, weights {self.weights_hash.hex()}"
@@ -62,7 +65,10 @@ def pack(c: Container) -> bytes:
         raise ValueError("weights hash must be 16 bytes")
     if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
         raise ValueError(f"image size {h.width}x{h.height} outside 1..{MAX_SIDE}")
+    if h.context not in CONTEXTS or (h.context != "serial" and h.version < 2):
+        raise ValueError(f"context {h.context!r} cannot be written in format {h.version}")
     flags = (FLAG_ALPHA if c.alpha is not None else 0) | (FLAG_PALETTE if c.palette is not None else 0)
+    flags |= FLAG_CHECKERBOARD if h.context == "checkerboard" else 0
     out = bytearray(MAGIC)
     if h.version not in READABLE_VERSIONS:
         raise ValueError(f"cannot write format version {h.version}")
@@ -108,7 +114,7 @@ def unpack(data: bytes) -> Container:
     # misleading field error.
     if len(data) < 4 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("file is corrupt or truncated (checksum mismatch)")
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS or (version < 2 and flags & FLAG_CHECKERBOARD):
         raise FormatError(f"unknown header flags 0x{flags:02x}")
     modes = {v: k for k, v in MODE_CODES.items()}
     if mode_code not in modes:
@@ -134,7 +140,8 @@ def unpack(data: bytes) -> Container:
             f"payload lengths ({sum(lengths)} bytes) disagree with the file size ({len(data)} bytes)"
         )
     payloads = [r.take(n, "payload") for n in lengths]
-    header = Header(config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code], version)
+    context = "checkerboard" if flags & FLAG_CHECKERBOARD else "serial"
+    header = Header(config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code], version, context)
     c = Container(header, payloads[0], payloads[1])
     rest = payloads[2:]
     if flags & FLAG_ALPHA:

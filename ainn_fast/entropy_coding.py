@@ -27,6 +27,7 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 
 from .errors import FormatError
+from .layers.context import anchors
 from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
 
 KERNEL = CONTEXT_KERNEL
@@ -208,6 +209,67 @@ def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: 
         q = torch.tensor(decoder.decode_stream(fp.scale_index(scale)[0].tolist(), *tables), dtype=torch.int64)
         y_pad[0, i + PAD, j + PAD] = (q * UNIT + mean[0]).clamp(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, [latent_size])[0]
+
+
+# Checkerboard context (flag bit 2 of format 2): two passes, anchors (i + j even) in
+# raster order with no context, then the other positions with the context of the anchors.
+
+
+def _checkerboard_pass(fp: FixedPointEntropy, params: torch.Tensor, y_int: torch.Tensor, anchor_pass: bool):
+    """(scale, mean) integers (B, h, w, M) of one pass, and the pass's positions (h, w) bool."""
+    height, width = y_int.shape[1:3]
+    where = anchors(height, width, fp.device)
+    ctx = torch.zeros_like(params) if anchor_pass else fp.context_map(y_int)
+    scale, mean = fp.gaussian(params, ctx)
+    return scale, mean, where if anchor_pass else ~where
+
+
+@torch.no_grad()
+def encode_latents_checkerboard(model, y: torch.Tensor) -> tuple[list[bytes], list[bytes], torch.Tensor]:
+    """Code a batch of latents y (B, M, h, w) with the checkerboard context."""
+    fp = fixed_point(model, y.device)
+    batch, _, height, width = y.shape
+    z_strings = model.entropy_bottleneck.compress(model.h_a(y))
+    params = fp.hyper_params(_z_symbols(model, z_strings, (height // 4, width // 4)))
+    y_cl = y.permute(0, 2, 3, 1).to(fp.dtype)
+    y_int = torch.zeros_like(y_cl)
+    symbols, indexes = [], []
+    for anchor_pass in (True, False):
+        scale, mean, where = _checkerboard_pass(fp, params, y_int, anchor_pass)
+        q = torch.round(y_cl - mean / UNIT)
+        y_int[:, where] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)[:, where]
+        symbols.append(q[:, where].flatten(1))
+        indexes.append(fp.scale_index(scale)[:, where].flatten(1))
+    symbols, indexes = torch.cat(symbols, 1).to(torch.int64), torch.cat(indexes, 1)
+    tables = _tables(model)
+    y_strings = []
+    for b in range(batch):
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(symbols[b].tolist(), indexes[b].tolist(), *tables)
+        y_strings.append(encoder.flush())
+    return y_strings, z_strings, torch.cat(_latent(F.pad(y_int, (0, 0, PAD, PAD, PAD, PAD)), [(height, width)] * batch))
+
+
+@torch.no_grad()
+def decode_latents_checkerboard(
+    model, y_strings: Sequence[bytes], z_strings: Sequence[bytes], latent_sizes, device=None
+) -> list[torch.Tensor]:
+    """Invert :func:`encode_latents_checkerboard`, one file at a time: two decode calls each."""
+    fp = fixed_point(model, device)
+    tables, out = _tables(model), []
+    for y_string, z_string, (height, width) in zip(y_strings, z_strings, latent_sizes):
+        params = fp.hyper_params(_decode_z(model, z_string, (height, width)))
+        y_int = torch.zeros(1, height, width, fp.M, device=fp.device, dtype=fp.dtype)
+        decoder = RansDecoder()
+        decoder.set_stream(_guard(y_string, model.M * height * width))
+        for anchor_pass in (True, False):
+            scale, mean, where = _checkerboard_pass(fp, params, y_int, anchor_pass)
+            mean = mean[:, where]
+            q = _decode_front(decoder, fp.scale_index(scale)[:, where].cpu(), tables)
+            q = torch.tensor(q, dtype=fp.dtype).to(fp.device).view_as(mean)
+            y_int[:, where] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
+        out += _latent(F.pad(y_int, (0, 0, PAD, PAD, PAD, PAD)), [(height, width)])
+    return out
 
 
 # Format version 1: float parameters, serial raster order. Kept so that old files decode

@@ -101,7 +101,8 @@ def conv(x: torch.Tensor, layer: IntConv) -> torch.Tensor:
 
 def dense(x: torch.Tensor, layer: IntConv) -> torch.Tensor:
     """A 1x1 ``layer`` on (..., C)."""
-    return _requantize(torch.addmm(layer.bias, x, layer.weight[0]), layer.shift)
+    flat = torch.addmm(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight[0])
+    return _requantize(flat.view(*x.shape[:-1], -1), layer.shift)
 
 
 def pixel_shuffle(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -191,8 +192,17 @@ class FixedPointEntropy:
         """
         ctx = y_flat.index_select(0, window.flatten()).view(len(at), -1)
         ctx = _requantize(torch.addmm(self.context.bias, ctx, self._ctx_weight), self.context.shift)
-        gaussian = _run(self.params, torch.cat((params_flat.index_select(0, at), ctx), dim=1), pointwise=True)
-        return gaussian[:, : self.M], gaussian[:, self.M :]
+        return self.gaussian(params_flat.index_select(0, at), ctx)
+
+    def gaussian(self, params: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, mean) integers (..., M) from hyper parameters and context (..., 2M) each."""
+        gaussian = _run(self.params, torch.cat((params, ctx), dim=-1), pointwise=True)
+        return gaussian[..., : self.M], gaussian[..., self.M :]
+
+    def context_map(self, y_int: torch.Tensor) -> torch.Tensor:
+        """The context convolution over a whole channels-last latent (B, h, w, M), zero-padded:
+        for the checkerboard's second pass, whose taps read only the decoded anchors."""
+        return conv(y_int, self.context)
 
     def scale_index(self, scale: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.thresholds, scale.contiguous())

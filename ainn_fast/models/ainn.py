@@ -11,6 +11,7 @@ from compressai.models import CompressionModel, JointAutoregressiveHierarchicalP
 from .. import ops
 from ..layers import CFRM, FrequencyDecomposition, FrequencySynthesis, InvertibleNetwork, MultiScaleCFRM
 from ..layers import ProgressiveDenoiser
+from ..layers.context import CheckerboardContext
 from .config import AINNConfig
 
 STRIDE = 64  # total downsampling with the hyperprior: inputs must be multiples of it
@@ -71,7 +72,10 @@ class AINN(CompressionModel):
             nn.LeakyReLU(inplace=True),
             conv3x3(N * 3 // 2, M * 2),
         )
-        self.context_prediction = MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1)
+        if cfg.context == "checkerboard":
+            self.context_prediction = CheckerboardContext(M, 2 * M, kernel_size=5)
+        else:
+            self.context_prediction = MaskedConv2d(M, 2 * M, kernel_size=5, padding=2, stride=1)
         self.entropy_parameters = nn.Sequential(
             nn.Conv2d(M * 12 // 3, M * 10 // 3, 1),
             nn.LeakyReLU(inplace=True),
@@ -124,7 +128,17 @@ class AINN(CompressionModel):
 
     # Entropy coding: CompressAI's serial autoregressive coder for the same joint model,
     # borrowed as is (it only uses g_a/g_s, the hyper-networks and the entropy modules).
-    compress = JointAutoregressiveHierarchicalPriors.compress
-    decompress = JointAutoregressiveHierarchicalPriors.decompress
+    # ainn_fast.codec is the product path (fixed point, wavefronts, checkerboard).
+    def compress(self, x: torch.Tensor) -> dict:
+        self._serial_only()
+        return JointAutoregressiveHierarchicalPriors.compress(self, x)
+
+    def decompress(self, strings: list, shape) -> dict:
+        self._serial_only()
+        return JointAutoregressiveHierarchicalPriors.decompress(self, strings, shape)
+
+    def _serial_only(self) -> None:
+        if self.config.context != "serial":
+            raise NotImplementedError("CompressAI's serial coder needs the serial context; use ainn_fast.codec")
     _compress_ar = JointAutoregressiveHierarchicalPriors._compress_ar
     _decompress_ar = JointAutoregressiveHierarchicalPriors._decompress_ar

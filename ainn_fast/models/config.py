@@ -27,6 +27,13 @@ class AINNConfig:
     cfrm_layers: int | None = None  # None: 768 // M - 1, as the authors
     ms_cfrm: bool = False
     ms_cfrm_layers: int = 2
+    # Entropy model context: "serial" (5x5 causal, the exact A-INN model, decoded in
+    # wavefronts) or "checkerboard" (two passes, a little more rate, faster decoding).
+    context: str = "serial"
+
+    def __post_init__(self) -> None:
+        if self.context not in ("serial", "checkerboard"):
+            raise ValueError(f"unknown context {self.context!r}; use serial or checkerboard")
 
     def replace(self, **changes) -> "AINNConfig":
         return dataclasses.replace(self, **changes)
