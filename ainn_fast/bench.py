@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from . import codec, container, entropy_coding, zoo
+from .inference import prepare_for_decoding
 from .models import STRIDE
 
 def photo(width: int, height: int) -> Image.Image:
@@ -58,10 +59,13 @@ def _model(config: str, device: torch.device):
     return codec.prepare_model(model, device), bool(shipped)
 
 
-def bench_config(config: str, image: Image.Image, device: torch.device, repeat: int, serial: bool = True) -> dict:
+def bench_config(
+    config: str, image: Image.Image, device: torch.device, repeat: int, serial: bool = True, cuda_graphs: bool = False
+) -> dict:
     model, trained = _model(config, device)
     w, h = image.size
     encode_s, data = timed(lambda: codec.compress(image, model, device=device), device, repeat)
+    prepare_for_decoding(model, cuda_graphs=cuda_graphs)
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
@@ -133,11 +137,14 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run(configs: list[str], width: int, height: int, device: torch.device, repeat: int, serial: bool, baseline: bool) -> dict:
+def run(
+    configs: list[str], width: int, height: int, device: torch.device, repeat: int, serial: bool, baseline: bool,
+    cuda_graphs: bool = False,
+) -> dict:
     image = photo(width, height)
     results = {"machine": machine(device), "image": f"astronaut {width}x{height}", "configs": []}
     for config in configs:
-        results["configs"].append(bench_config(config, image, device, repeat, serial))
+        results["configs"].append(bench_config(config, image, device, repeat, serial, cuda_graphs))
     if baseline:
         results["compressai"] = bench_compressai(image, device)
     return results
@@ -178,7 +185,9 @@ def run_command(args) -> None:
         raise InputError(f"--size must be WIDTHxHEIGHT, got {args.size!r}") from None
     out = _check_output(args.output, args.force) if args.output else None
     device = _device(args.device)
-    results = run(args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline)
+    results = run(
+        args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline, args.cuda_graphs
+    )
     print(report(results))
     if out is not None:
         _write_atomic(out, lambda f: f.write(json.dumps(results, indent=2).encode()), args.force)

@@ -101,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement, median reported")
     b.add_argument("--no-serial", action="store_true", help="skip the (slow) serial decoders")
     b.add_argument("--no-baseline", action="store_true", help="skip CompressAI's mbt2018")
+    b.add_argument("--cuda-graphs", action="store_true", help="replay the synthesis from CUDA graphs (GPU)")
     b.add_argument("-o", "--output", help="write the results as JSON")
     b.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common(b, model_options=False)
@@ -228,6 +229,9 @@ def _decompress(args, data: bytes, output: Path):
     if model is not None:
         model = codec.prepare_model(model, device)
     model = codec.resolve_model(container.unpack(data).header, model, device)  # not timed: loading
+    from .inference import prepare_for_decoding
+
+    prepare_for_decoding(model)  # folded BatchNorm, cached inverses (the model is not saved after this)
     start = time.perf_counter()
     img, _ = codec.decode(data, model, device, _progress("decompress"))
     seconds = time.perf_counter() - start
