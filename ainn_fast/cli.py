@@ -253,7 +253,8 @@ def cmd_info(args) -> None:
     c = container.unpack(data)
     h = c.header
     print(f"file:     {args.input} ({len(data)} bytes)")
-    print(f"format:   .ainn version {h.version}")
+    order = {1: "float parameters, raster order", 2: f"fixed-point parameters, {h.context} context"}[h.version]
+    print(f"format:   .ainn version {h.version} ({order})")
     print(f"model:    {h.config} quality {h.quality} {h.metric}, weights {h.weights_hash.hex()}")
     print(f"image:    {h.width}x{h.height} {h.mode}")
     extras = "".join(f", {n} {len(p)} B" for n, p in (("alpha", c.alpha), ("palette", c.palette)) if p is not None)
