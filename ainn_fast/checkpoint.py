@@ -98,6 +98,20 @@ def restore_bounds(model: AINN) -> AINN:
     return model
 
 
+def with_context(model: AINN, context: str) -> AINN:
+    """A new model like ``model`` with the ``context`` model ("serial" or "checkerboard"),
+    carrying over every weight; the context kernel keeps only the taps of its new mask
+    (a warm start for fine-tuning one context from the other)."""
+    new = AINN(model.config.replace(context=context))
+    new.quality, new.metric = getattr(model, "quality", 0), getattr(model, "metric", "mse")
+    own = new.state_dict()  # derived buffers (CDF tables, masks) stay the new model's
+    new.load_state_dict({k: own[k] if is_derived(k) else v for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        new.context_prediction.weight.mul_(new.context_prediction.mask)
+    new.update(force=True)
+    return new
+
+
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a checkpoint's weights as fp16 without the derived CDF tables (shipping form)."""
     save_model(load_model(src), dst, dtype=torch.float16, derived=False)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import zoo
 from .backend import use_backend
-from .checkpoint import load_model, restore_bounds, save_model
+from .checkpoint import load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .losses import RateDistortionLoss, lambda_for
 from .models import STRIDE
@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     init_checkpoint: str | None = None  # start from these weights (fine-tuning)
+    context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
 
 
 def list_images(dirs: list[str]) -> list[Path]:
@@ -134,11 +135,13 @@ class Trainer:
         self.val_files = list_images(cfg.val_dirs) if cfg.val_dirs else []
         if cfg.init_checkpoint:
             self.model = restore_bounds(load_model(cfg.init_checkpoint))
+            if self.model.config.context != cfg.context:
+                self.model = with_context(self.model, cfg.context)
             self.model.quality, self.model.metric = cfg.quality, cfg.metric
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
-                self.model = zoo.ainn(cfg.quality, cfg.metric, cfg.config)
+                self.model = zoo.ainn(cfg.quality, cfg.metric, cfg.config, context=cfg.context)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)

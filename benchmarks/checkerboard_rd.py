@@ -27,8 +27,7 @@ import torch
 from PIL import Image
 
 from ainn_fast import bench, codec, container, entropy_coding, zoo
-from ainn_fast.checkpoint import is_derived, restore_bounds
-from ainn_fast.layers.context import CheckerboardContext
+from ainn_fast.checkpoint import restore_bounds, with_context
 from ainn_fast.losses import aux_loss
 
 CROP = 256
@@ -87,17 +86,6 @@ def finetune(model, ys: torch.Tensor, steps: int, batch: int, lr: float, seed: i
     return losses
 
 
-def checkerboard_from(serial) -> torch.nn.Module:
-    cb = zoo.ainn(3, config="lite", context="checkerboard")
-    own = cb.state_dict()  # the derived buffers (CDF tables, the mask) stay the checkerboard's
-    cb.load_state_dict({k: own[k] if is_derived(k) else v for k, v in serial.state_dict().items()})
-    with torch.no_grad():
-        cb.context_prediction.weight.mul_(cb.context_prediction.mask)
-    assert isinstance(cb.context_prediction, CheckerboardContext)
-    cb.quality, cb.metric = 3, "mse"
-    return cb
-
-
 def evaluate(model, folder: Path) -> dict:
     model = codec.prepare_model(model)
     rows = []
@@ -133,7 +121,7 @@ def main() -> None:
     ys = latents(shipped, args.train_dir, args.crops, seed=0)
     results = {"machine": bench.machine(torch.device("cpu")), "steps": args.steps, "batch": args.batch,
                "crops": args.crops, "lr": args.lr, "shipped_serial": evaluate(copy.deepcopy(shipped), args.eval_dir)}
-    for name, model in (("serial", copy.deepcopy(shipped)), ("checkerboard", checkerboard_from(shipped))):
+    for name, model in (("serial", copy.deepcopy(shipped)), ("checkerboard", with_context(shipped, "checkerboard"))):
         losses = finetune(model, ys, args.steps, args.batch, args.lr, seed=1)
         results[name] = evaluate(model, args.eval_dir)
         results[name]["train_rate_first_last_100"] = [float(np.mean(losses[:100])), float(np.mean(losses[-100:]))]

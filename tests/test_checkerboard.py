@@ -70,3 +70,20 @@ def test_fixed_point_context_map_is_exact(cb_model):
 def test_compressai_serial_coder_refuses_the_checkerboard(cb_model):
     with pytest.raises(NotImplementedError, match="serial context"):
         copy.deepcopy(cb_model).compress(torch.rand(1, 3, 64, 64))
+
+
+def test_with_context_carries_the_weights_over():
+    from ainn_fast.checkpoint import with_context
+
+    torch.manual_seed(1)
+    serial = zoo.ainn(3, config="tiny")
+    cb = with_context(serial, "checkerboard")
+    assert cb.config.context == "checkerboard" and isinstance(cb.context_prediction, CheckerboardContext)
+    s, c = serial.state_dict(), cb.state_dict()
+    kept = [k for k in s if k.startswith(("h_s.", "entropy_parameters.", "cfrm.", "inn.")) and not k.endswith("mask")]
+    assert kept and all(torch.equal(s[k], c[k]) for k in kept)
+    w = serial.context_prediction.weight * cb.context_prediction.mask
+    assert torch.equal(c["context_prediction.weight"], w)
+    # Taps both masks share keep their values; the rest are zero.
+    assert c["context_prediction.weight"][:, :, 1, 2].abs().sum() > 0 and c["context_prediction.weight"][:, :, 2, 1].abs().sum() > 0
+    assert c["context_prediction.weight"][:, :, 0, 0].abs().sum() == 0
