@@ -18,14 +18,7 @@ from PIL import Image
 
 from . import container, image_io
 from .checkpoint import is_derived
-from .entropy_coding import (
-    decode_latents,
-    decode_latents_checkerboard,
-    decode_latents_v1,
-    encode_latents,
-    encode_latents_checkerboard,
-    encode_latents_v1,
-)
+from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1
 from .errors import FormatError, InputError, ModelMismatchError
 from .models import AINN, CONFIGS, STRIDE
 
@@ -147,8 +140,6 @@ def encode(
         if context != "serial":
             raise InputError(f"format 1 has no {context} context")
         y_string, z_string, y_hat = encode_latents_v1(model, y)
-    elif context == "checkerboard":
-        (y_string,), (z_string,), y_hat = encode_latents_checkerboard(model, y)
     else:
         (y_string,), (z_string,), y_hat = encode_latents(model, y, progress)
     header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context)
@@ -204,8 +195,6 @@ def _decode_latents(model: AINN, files: list[container.Container], device, progr
     if context != model.config.context:
         raise ModelMismatchError(f"file was coded with the {context} context; the model has the {model.config.context} one")
     ys, zs, sizes = [c.y for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
-    if context == "checkerboard":
-        return decode_latents_checkerboard(model, ys, zs, sizes, device)
     return decode_latents(model, ys, zs, sizes, device, progress)
 
 

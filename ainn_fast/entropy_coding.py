@@ -27,7 +27,6 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 
 from .errors import FormatError
-from .layers.context import anchors
 from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
 
 KERNEL = CONTEXT_KERNEL
@@ -66,32 +65,42 @@ def fronts(height: int, width: int) -> list[tuple[int, int]]:
     return sorted(((i, j) for i in range(height) for j in range(width)), key=lambda p: (3 * p[0] + p[1], p[0]))
 
 
-class _Schedule:
-    """A batch's coding order: for each front, the flat rows of its positions in the y_hat
-    buffer (B, H + 4, W + 4, M) and the hyper parameters (B, H, W, 2M), the rows of their
-    context windows, and each image's slice of the front (images of any sizes: a smaller
-    one leaves its part of the buffer zero, as its own padding would be)."""
+def coding_steps(height: int, width: int, context: str = "serial") -> list[tuple[list[tuple[int, int]], bool]]:
+    """The positions of each step of the coding order and whether the step has context:
+    the wavefronts of the serial context, or the checkerboard's two passes (anchors
+    without context, then the rest), each pass in raster order."""
+    if context == "checkerboard":
+        grid = [(i, j) for i in range(height) for j in range(width)]
+        return [([p for p in grid if (p[0] + p[1]) % 2 == 0], False), ([p for p in grid if (p[0] + p[1]) % 2], True)]
+    by_front: dict[int, list[tuple[int, int]]] = {}
+    for i, j in fronts(height, width):
+        by_front.setdefault(3 * i + j, []).append((i, j))
+    return [(by_front[t], True) for t in sorted(by_front)]
 
-    def __init__(self, fp: FixedPointEntropy, sizes: Sequence[tuple[int, int]]) -> None:
+
+class _Schedule:
+    """A batch's coding order: for each step, the flat rows of its positions in the y_hat
+    buffer (B, H + 4, W + 4, M) and the hyper parameters (B, H, W, 2M), the rows of their
+    context windows (None for a step without context), and each image's slice of the
+    step (images of any sizes: a smaller one leaves its part of the buffer zero, as its
+    own padding would be)."""
+
+    def __init__(self, fp: FixedPointEntropy, sizes: Sequence[tuple[int, int]], context: str = "serial") -> None:
         self.height, self.width = max(s[0] for s in sizes), max(s[1] for s in sizes)
         padded = (self.height + 2 * PAD, self.width + 2 * PAD)
-        by_front: dict[int, list[tuple[int, int, int]]] = {}
-        for b, (h, w) in enumerate(sizes):
-            for i, j in fronts(h, w):
-                by_front.setdefault(3 * i + j, []).append((b, i, j))
+        per_image = [coding_steps(h, w, context) for h, w in sizes]
         self.steps = []
-        for t in sorted(by_front):
-            pos = sorted(by_front[t])  # image, then row: each image's positions contiguous
+        for k in range(max(len(steps) for steps in per_image)):
+            pos, slices = [], []
+            for image, steps in enumerate(per_image):
+                if k < len(steps) and steps[k][0]:
+                    slices.append((image, len(pos), len(pos) + len(steps[k][0])))
+                    pos += [(image, i, j) for i, j in steps[k][0]]
             b, i, j = torch.tensor(pos, device=fp.device).t()
-            slices, start = [], 0
-            for image in range(len(sizes)):
-                n = sum(1 for p in pos if p[0] == image)
-                if n:
-                    slices.append((image, start, start + n))
-                start += n
             at = (b * self.height + i) * self.width + j
             write = (b * padded[0] + i + PAD) * padded[1] + j + PAD
-            self.steps.append((fp.window_index(b, i, j, padded), at, write, b, i, j, slices))
+            window = fp.window_index(b, i, j, padded) if per_image[slices[0][0]][k][1] else None
+            self.steps.append((window, at, write, b, i, j, slices))
 
     def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero y_hat buffer and the batch's hyper parameters, both flattened to rows."""
@@ -133,7 +142,7 @@ def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> 
     sizes = [(height, width)] * batch
     z_strings = model.entropy_bottleneck.compress(model.h_a(y))
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
-    schedule = _Schedule(fp, sizes)
+    schedule = _Schedule(fp, sizes, model.config.context)
     y_pad, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -171,7 +180,7 @@ def decode_latents(
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
-    schedule = _Schedule(fp, sizes)
+    schedule = _Schedule(fp, sizes, model.config.context)
     y_pad, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
     y_flat = y_pad.view(-1, fp.M)
     tables = _tables(model)
@@ -209,67 +218,6 @@ def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: 
         q = torch.tensor(decoder.decode_stream(fp.scale_index(scale)[0].tolist(), *tables), dtype=torch.int64)
         y_pad[0, i + PAD, j + PAD] = (q * UNIT + mean[0]).clamp(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, [latent_size])[0]
-
-
-# Checkerboard context (flag bit 2 of format 2): two passes, anchors (i + j even) in
-# raster order with no context, then the other positions with the context of the anchors.
-
-
-def _checkerboard_pass(fp: FixedPointEntropy, params: torch.Tensor, y_int: torch.Tensor, anchor_pass: bool):
-    """(scale, mean) integers (B, h, w, M) of one pass, and the pass's positions (h, w) bool."""
-    height, width = y_int.shape[1:3]
-    where = anchors(height, width, fp.device)
-    ctx = torch.zeros_like(params) if anchor_pass else fp.context_map(y_int)
-    scale, mean = fp.gaussian(params, ctx)
-    return scale, mean, where if anchor_pass else ~where
-
-
-@torch.no_grad()
-def encode_latents_checkerboard(model, y: torch.Tensor) -> tuple[list[bytes], list[bytes], torch.Tensor]:
-    """Code a batch of latents y (B, M, h, w) with the checkerboard context."""
-    fp = fixed_point(model, y.device)
-    batch, _, height, width = y.shape
-    z_strings = model.entropy_bottleneck.compress(model.h_a(y))
-    params = fp.hyper_params(_z_symbols(model, z_strings, (height // 4, width // 4)))
-    y_cl = y.permute(0, 2, 3, 1).to(fp.dtype)
-    y_int = torch.zeros_like(y_cl)
-    symbols, indexes = [], []
-    for anchor_pass in (True, False):
-        scale, mean, where = _checkerboard_pass(fp, params, y_int, anchor_pass)
-        q = torch.round(y_cl - mean / UNIT)
-        y_int[:, where] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)[:, where]
-        symbols.append(q[:, where].flatten(1))
-        indexes.append(fp.scale_index(scale)[:, where].flatten(1))
-    symbols, indexes = torch.cat(symbols, 1).to(torch.int64), torch.cat(indexes, 1)
-    tables = _tables(model)
-    y_strings = []
-    for b in range(batch):
-        encoder = BufferedRansEncoder()
-        encoder.encode_with_indexes(symbols[b].tolist(), indexes[b].tolist(), *tables)
-        y_strings.append(encoder.flush())
-    return y_strings, z_strings, torch.cat(_latent(F.pad(y_int, (0, 0, PAD, PAD, PAD, PAD)), [(height, width)] * batch))
-
-
-@torch.no_grad()
-def decode_latents_checkerboard(
-    model, y_strings: Sequence[bytes], z_strings: Sequence[bytes], latent_sizes, device=None
-) -> list[torch.Tensor]:
-    """Invert :func:`encode_latents_checkerboard`, one file at a time: two decode calls each."""
-    fp = fixed_point(model, device)
-    tables, out = _tables(model), []
-    for y_string, z_string, (height, width) in zip(y_strings, z_strings, latent_sizes):
-        params = fp.hyper_params(_decode_z(model, z_string, (height, width)))
-        y_int = torch.zeros(1, height, width, fp.M, device=fp.device, dtype=fp.dtype)
-        decoder = RansDecoder()
-        decoder.set_stream(_guard(y_string, model.M * height * width))
-        for anchor_pass in (True, False):
-            scale, mean, where = _checkerboard_pass(fp, params, y_int, anchor_pass)
-            mean = mean[:, where]
-            q = _decode_front(decoder, fp.scale_index(scale)[:, where].cpu(), tables)
-            q = torch.tensor(q, dtype=fp.dtype).to(fp.device).view_as(mean)
-            y_int[:, where] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
-        out += _latent(F.pad(y_int, (0, 0, PAD, PAD, PAD, PAD)), [(height, width)])
-    return out
 
 
 # Format version 1: float parameters, serial raster order. Kept so that old files decode

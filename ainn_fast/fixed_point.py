@@ -181,28 +181,27 @@ class FixedPointEntropy:
         return rows + j[:, None] + self._dx
 
     def position_params(
-        self, y_flat: torch.Tensor, params_flat: torch.Tensor, window: torch.Tensor, at: torch.Tensor
+        self, y_flat: torch.Tensor, params_flat: torch.Tensor, window: torch.Tensor | None, at: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, mean) integers (P, M) of P positions.
 
         ``y_flat`` (B * (h + 4) * (w + 4), M) holds the decoded y_hat integers, zero where
         not decoded yet, ``window`` the rows of each position's context
         (:meth:`window_index`); ``params_flat`` (B * h * w, 2M) is :meth:`hyper_params`'s
-        output and ``at`` the positions' rows in it.
+        output and ``at`` the positions' rows in it. ``window=None``: no context (zero), as
+        for the checkerboard's anchors.
         """
+        params = params_flat.index_select(0, at)
+        if window is None:
+            return self.gaussian(params, torch.zeros_like(params))
         ctx = y_flat.index_select(0, window.flatten()).view(len(at), -1)
         ctx = _requantize(torch.addmm(self.context.bias, ctx, self._ctx_weight), self.context.shift)
-        return self.gaussian(params_flat.index_select(0, at), ctx)
+        return self.gaussian(params, ctx)
 
     def gaussian(self, params: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, mean) integers (..., M) from hyper parameters and context (..., 2M) each."""
         gaussian = _run(self.params, torch.cat((params, ctx), dim=-1), pointwise=True)
         return gaussian[..., : self.M], gaussian[..., self.M :]
-
-    def context_map(self, y_int: torch.Tensor) -> torch.Tensor:
-        """The context convolution over a whole channels-last latent (B, h, w, M), zero-padded:
-        for the checkerboard's second pass, whose taps read only the decoded anchors."""
-        return conv(y_int, self.context)
 
     def scale_index(self, scale: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.thresholds, scale.contiguous())

@@ -99,8 +99,7 @@ def evaluate(model, folder: Path) -> dict:
     photo = bench.photo(768, 512)
     c = container.unpack(codec.compress(photo, model))
     latent = codec.latent_size(c.header)
-    decode = {"serial": entropy_coding.decode_latents, "checkerboard": entropy_coding.decode_latents_checkerboard}
-    seconds, _ = bench.timed(lambda: decode[model.config.context](model, [c.y], [c.z], [latent]), torch.device("cpu"), 5)
+    seconds, _ = bench.timed(lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent]), torch.device("cpu"), 5)
     return {"images": rows, "bytes": sum(r["bytes"] for r in rows), "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
             "decode_latents_768x512_s": seconds}
 

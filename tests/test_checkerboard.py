@@ -60,11 +60,17 @@ def test_checkerboard_file_with_a_serial_model_of_the_same_weights_is_refused(cb
         codec.decode(blob, serial)
 
 
-def test_fixed_point_context_map_is_exact(cb_model):
+def test_fixed_point_checkerboard_context_is_exact(cb_model):
     exact, fast = FixedPointEntropy(cb_model, "cpu", torch.int64), FixedPointEntropy(cb_model, "cpu", torch.float64)
-    y = torch.randint(-(2**27) + 1, 2**27, (2, 5, 7, cb_model.M))
-    assert torch.equal(exact.context_map(y), fast.context_map(y.double()).long())
     assert len(exact.context.taps) == 12  # the odd offsets of the 5x5 window
+    y = torch.randint(-(2**27) + 1, 2**27, (1, 9, 9, cb_model.M))
+    params = torch.randint(-(2**27) + 1, 2**27, (25, 2 * cb_model.M))
+    b, i, j = torch.zeros(3, dtype=torch.long), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 2])
+    window, at = exact.window_index(b, i, j, (9, 9)), i * 5 + j
+    for w in (window, None):
+        ref = exact.position_params(y.view(-1, cb_model.M), params, w, at)
+        got = fast.position_params(y.view(-1, cb_model.M).double(), params.double(), w, at)
+        assert all(torch.equal(r, g.long()) for r, g in zip(ref, got))
 
 
 def test_compressai_serial_coder_refuses_the_checkerboard(cb_model):

@@ -48,6 +48,42 @@ def test_float64_path_equals_int64_reference_up_to_the_bounds(tiny_codec_model, 
     assert torch.equal(exact.hyper_params(z), fast.hyper_params(z).to(torch.int64))
 
 
+@pytest.mark.parametrize("context", ["serial", "checkerboard"])
+def test_fixed_point_parameters_track_the_float_model(lite, context):
+    # Independent of the coder: the float entropy model on the same y_hat, z_hat gives
+    # (nearly) the same scales and means; a wrong tap, concat or shift would not.
+    from ainn_fast.checkpoint import with_context
+
+    model = codec.prepare_model(with_context(lite, context)) if context != "serial" else lite
+    fp = FixedPointEntropy(model, "cpu", torch.int64)
+    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1)[None].float().div(255)
+    with torch.no_grad():
+        y = model.g_a(x)
+        z_strings = model.entropy_bottleneck.compress(model.h_a(y))
+        z_sym = entropy_coding._z_symbols(model, z_strings, (2, 3))
+        z_hat = model.entropy_bottleneck.decompress(z_strings, (2, 3))
+        y_hat = torch.round(y * 4) / 4  # on the fixed-point grid
+        scales, means = model.entropy_parameters(
+            torch.cat((model.h_s(z_hat), model.context_prediction(y_hat)), 1)
+        ).chunk(2, 1)
+    params = fp.hyper_params(z_sym).view(-1, 2 * model.M)
+    y_pad = torch.nn.functional.pad((y_hat * 4096).long().permute(0, 2, 3, 1), (0, 0, 2, 2, 2, 2))
+    i, j = torch.meshgrid(torch.arange(8), torch.arange(12), indexing="ij")
+    i, j = i.flatten(), j.flatten()
+    b = torch.zeros_like(i)
+    window = fp.window_index(b, i, j, (12, 16))
+    s_int, m_int = fp.position_params(y_pad.reshape(-1, model.M), params, window, i * 12 + j)
+    if context == "checkerboard":  # anchors: no context
+        anchor = (i + j) % 2 == 0
+        s0, m0 = fp.position_params(y_pad.reshape(-1, model.M), params, None, i * 12 + j)
+        s_int = torch.where(anchor[:, None], s0, s_int)
+        m_int = torch.where(anchor[:, None], m0, m_int)
+    expect_s = scales[0, :, i, j].t()
+    expect_m = means[0, :, i, j].t()
+    assert (s_int / 4096 - expect_s).abs().max() < 2e-3 * (1 + expect_s.abs().max())
+    assert (m_int / 4096 - expect_m).abs().max() < 2e-3 * (1 + expect_m.abs().max())
+
+
 def test_weight_shift_keeps_every_sum_below_2_pow_53():
     conv = torch.nn.Conv2d(64, 8, 3, padding=1)
     with torch.no_grad():
