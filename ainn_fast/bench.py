@@ -23,6 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from . import codec, container, entropy_coding, zoo
+from .checkpoint import with_context
 from .inference import prepare_for_decoding
 from .models import STRIDE
 
@@ -53,16 +54,26 @@ def timed(fn: Callable, device: torch.device, repeat: int, warmup: int = 1) -> t
     return statistics.median(times), result
 
 
-def _model(config: str, device: torch.device):
-    shipped = [c for c, _, _ in zoo.pretrained_available() if c == config]
+def _model(config: str, context: str, device: torch.device):
+    """The default model of ``config``; another context gets its weights carried over
+    (not fine-tuned: for timing only)."""
+    trained = any(c == config for c, _, _ in zoo.pretrained_available())
     model = codec.default_model(codec.DEFAULT_QUALITY, config=config)
-    return codec.prepare_model(model, device), bool(shipped)
+    if context != model.config.context:
+        model, trained = with_context(model, context), False
+    return codec.prepare_model(model, device), trained
 
 
 def bench_config(
-    config: str, image: Image.Image, device: torch.device, repeat: int, serial: bool = True, cuda_graphs: bool = False
+    config: str,
+    image: Image.Image,
+    device: torch.device,
+    repeat: int,
+    serial: bool = True,
+    cuda_graphs: bool = False,
+    context: str = "serial",
 ) -> dict:
-    model, trained = _model(config, device)
+    model, trained = _model(config, context, device)
     w, h = image.size
     encode_s, data = timed(lambda: codec.compress(image, model, device=device), device, repeat)
     prepare_for_decoding(model, cuda_graphs=cuda_graphs)
@@ -74,6 +85,7 @@ def bench_config(
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
     row = {
         "config": config,
+        "context": context,
         "trained_weights": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
         "bytes": len(data),
@@ -83,7 +95,7 @@ def bench_config(
         "decode_latents_s": latent_s,
         "synthesis_s": synth_s,
     }
-    if serial:
+    if serial and context == "serial":
         old = codec.encode(image, model, device=device, version=1)[0]
         o = container.unpack(old)
         row["v1_bytes"] = len(old)
@@ -140,11 +152,13 @@ def _cpu_name() -> str:
 def run(
     configs: list[str], width: int, height: int, device: torch.device, repeat: int, serial: bool, baseline: bool,
     cuda_graphs: bool = False,
+    contexts: tuple[str, ...] = ("serial",),
 ) -> dict:
     image = photo(width, height)
     results = {"machine": machine(device), "image": f"astronaut {width}x{height}", "configs": []}
     for config in configs:
-        results["configs"].append(bench_config(config, image, device, repeat, serial, cuda_graphs))
+        for context in contexts:
+            results["configs"].append(bench_config(config, image, device, repeat, serial, cuda_graphs, context))
     if baseline:
         results["compressai"] = bench_compressai(image, device)
     return results
@@ -156,7 +170,7 @@ def report(results: dict) -> str:
     base = results.get("compressai")
     for r in results["configs"]:
         lines.append(
-            f"{r['config']:>6}: {r['bytes']} B ({r['bpp']:.3f} bpp), encode {r['encode_s'] * 1e3:.0f} ms, "
+            f"{r['config'] + ('' if r['context'] == 'serial' else ' ' + r['context']):>6}: {r['bytes']} B ({r['bpp']:.3f} bpp), encode {r['encode_s'] * 1e3:.0f} ms, "
             f"decode {r['decode_s'] * 1e3:.0f} ms = latents {r['decode_latents_s'] * 1e3:.0f} + synthesis "
             f"{r['synthesis_s'] * 1e3:.0f} ms"
         )
@@ -186,7 +200,8 @@ def run_command(args) -> None:
     out = _check_output(args.output, args.force) if args.output else None
     device = _device(args.device)
     results = run(
-        args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline, args.cuda_graphs
+        args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline, args.cuda_graphs,
+        tuple(args.contexts),
     )
     print(report(results))
     if out is not None:

@@ -104,6 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-serial", action="store_true", help="skip the (slow) serial decoders")
     b.add_argument("--no-baseline", action="store_true", help="skip CompressAI's mbt2018")
     b.add_argument("--cuda-graphs", action="store_true", help="replay the synthesis from CUDA graphs (GPU)")
+    b.add_argument("--contexts", nargs="+", default=["serial"], choices=["serial", "checkerboard"],
+                   help="entropy contexts to time (checkerboard: shipped weights, context not fine-tuned)")  # fmt: skip
     b.add_argument("-o", "--output", help="write the results as JSON")
     b.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common(b, model_options=False)
