@@ -72,11 +72,12 @@ def bench_config(
     serial: bool = True,
     cuda_graphs: bool = False,
     context: str = "serial",
+    precision: str = "fp32",
 ) -> dict:
     model, trained = _model(config, context, device)
     w, h = image.size
     encode_s, data = timed(lambda: codec.compress(image, model, device=device), device, repeat)
-    prepare_for_decoding(model, cuda_graphs=cuda_graphs)
+    prepare_for_decoding(model, cuda_graphs=cuda_graphs, precision=precision)
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
@@ -86,6 +87,7 @@ def bench_config(
     row = {
         "config": config,
         "context": context,
+        "synthesis_precision": precision,
         "trained_weights": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
         "bytes": len(data),
@@ -153,12 +155,14 @@ def run(
     configs: list[str], width: int, height: int, device: torch.device, repeat: int, serial: bool, baseline: bool,
     cuda_graphs: bool = False,
     contexts: tuple[str, ...] = ("serial",),
+    precision: str = "fp32",
 ) -> dict:
     image = photo(width, height)
     results = {"machine": machine(device), "image": f"astronaut {width}x{height}", "configs": []}
     for config in configs:
         for context in contexts:
-            results["configs"].append(bench_config(config, image, device, repeat, serial, cuda_graphs, context))
+            row = bench_config(config, image, device, repeat, serial, cuda_graphs, context, precision)
+            results["configs"].append(row)
     if baseline:
         results["compressai"] = bench_compressai(image, device)
     return results
@@ -201,7 +205,7 @@ def run_command(args) -> None:
     device = _device(args.device)
     results = run(
         args.configs, width, height, device, args.repeat, not args.no_serial, not args.no_baseline, args.cuda_graphs,
-        tuple(args.contexts),
+        tuple(args.contexts), args.precision,
     )
     print(report(results))
     if out is not None:

@@ -8,6 +8,7 @@ graphs. The training model and its modules' code are left as they are.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Callable
 
@@ -17,7 +18,14 @@ import torch.nn as nn
 from .models import AINN
 
 
-def prepare_for_decoding(model: AINN, *, compile: bool = False, cuda_graphs: bool = False) -> AINN:
+# Decoded-image tolerance of a reduced-precision synthesis, measured on the shipped lite q3
+# weights (tests/test_decode_fast.py): PSNR within 0.1 dB of float32, pixels within a few levels.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def prepare_for_decoding(
+    model: AINN, *, compile: bool = False, cuda_graphs: bool = False, precision: str = "fp32"
+) -> AINN:
     """Make ``model.g_s`` fast for decoding; returns the same (modified) model.
 
     BatchNorm is folded into the preceding convolution (exact up to float32 rounding) and
@@ -40,17 +48,27 @@ def prepare_for_decoding(model: AINN, *, compile: bool = False, cuda_graphs: boo
             level.conv1x1.inverse_weight()
 
     model.__dict__.pop("g_s", None)  # drop an earlier wrapper: preparing twice does not stack
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "fp32":
+        _set_g_s(model, _LowPrecisionSynthesis(model, PRECISIONS[precision]))
     if cuda_graphs and not torch.cuda.is_available():
         warnings.warn("cuda_graphs=True but CUDA is not available: g_s stays eager", stacklevel=2)
         cuda_graphs = False
     if compile or cuda_graphs:
-        g_s: Callable = model.g_s  # the eager method
+        g_s: Callable = model.g_s  # the eager method (or the low-precision one)
         if compile:
             g_s = torch.compile(g_s)
         if cuda_graphs:
             g_s = _GraphedSynthesis(g_s, next(model.parameters()))
-        model.g_s = g_s  # an instance attribute shadows the method
+        _set_g_s(model, g_s)
     return model
+
+
+def _set_g_s(model: AINN, g_s: Callable) -> None:
+    # An instance attribute shadows the method; object.__setattr__ because nn.Module's
+    # would file a module under _modules, where lookup never reaches past the method.
+    object.__setattr__(model, "g_s", g_s)
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -81,6 +99,23 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     scale = gamma / torch.sqrt(var + bn.eps)
     conv.weight.copy_(w * scale.view(-1, 1, 1, 1))
     conv.bias = nn.Parameter((beta + scale * (b - mean)).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+
+
+class _LowPrecisionSynthesis(nn.Module):
+    """``AINN.g_s`` run on copies of the synthesis modules cast to ``dtype``, returning
+    float32. Copies, because the invertible network is shared with ``g_a`` and the
+    entropy model must stay float32: its weights define the fixed-point coder. Made on
+    the model's device (prepare after moving the model)."""
+
+    def __init__(self, model: AINN, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        for name in ("cfrm", "inn", "pdm", "ms_cfrm", "fdsm_s"):
+            module = getattr(model, name)
+            setattr(self, name, copy.deepcopy(module).to(dtype) if module is not None else None)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return AINN.g_s(self, y_hat.to(self.dtype)).float()  # self has g_s's modules
 
 
 class _GraphedSynthesis:

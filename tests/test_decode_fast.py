@@ -140,3 +140,50 @@ def test_cuda_graphs_match_eager(no_tf32):
         for y, out in zip(inputs, outs):  # earlier outputs are not overwritten by later replays
             torch.testing.assert_close(out, eager.g_s(y), atol=1e-5, rtol=0)
     assert len(fast.g_s.graphs) == 2
+
+
+@pytest.fixture(scope="module")
+def shipped_and_photo():
+    import numpy as np
+    from skimage import data
+
+    from ainn_fast import codec
+
+    model = codec.prepare_model(codec.default_model(3))
+    x = torch.from_numpy(data.astronaut()[:192, :256].copy()).permute(2, 0, 1)[None].float().div(255)
+    return model, x, np
+
+
+@pytest.mark.parametrize("precision, max_psnr_drop", [("bf16", 0.1)])
+def test_low_precision_synthesis_within_stated_tolerance(shipped_and_photo, precision, max_psnr_drop):
+    # bf16 (the CPU's AVX-512 bf16 path, 2.5x faster here): the decoded image may differ
+    # from the float32 one by a few levels, never by more than 0.1 dB of PSNR.
+    from ainn_fast import codec
+
+    model, x, np = shipped_and_photo
+    data = codec.compress(x, model)
+    fp32 = copy.deepcopy(model)
+    low = prepare_for_decoding(copy.deepcopy(model), precision=precision)
+
+    def psnr(img):
+        a = np.asarray(img, dtype=np.float64) / 255
+        return 10 * np.log10(1 / np.mean((a - x[0].permute(1, 2, 0).numpy()) ** 2))
+
+    ref_img, y_ref = codec.decode(data, fp32)
+    low_img, y_low = codec.decode(data, low)
+    assert torch.equal(y_ref, y_low)  # the entropy decoding is untouched: exact
+    assert abs(psnr(low_img) - psnr(ref_img)) < max_psnr_drop
+    diff = np.abs(np.asarray(low_img, dtype=int) - np.asarray(ref_img, dtype=int))
+    assert 0 < diff.max() <= 8  # really ran in bf16, and close
+
+
+def test_low_precision_leaves_the_coder_and_the_analysis_in_float32(shipped_and_photo):
+    from ainn_fast import codec
+
+    model, x, _ = shipped_and_photo
+    before = codec.compress(x, model)
+    prepared = prepare_for_decoding(copy.deepcopy(model), precision="bf16")
+    assert codec.compress(x, prepared) == before  # same bytes: g_a and fixed point untouched
+    assert all(p.dtype == torch.float32 for p in prepared.parameters())
+    with pytest.raises(ValueError, match="unknown precision"):
+        prepare_for_decoding(copy.deepcopy(model), precision="int4")
