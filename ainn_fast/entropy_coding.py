@@ -11,8 +11,10 @@ a front (of every image of a batch) are computed together: one context evaluatio
 ``decode_stream`` call per front and image instead of per position. The y stream holds the
 symbols in that order (fronts by t, positions by row, channels), so the serial reference
 decoder, :func:`decode_latents_serial`, which visits the positions one at a time in integer
-arithmetic, reads the same stream. Version 1 files (float parameters, raster order) still
-decode with :func:`decode_latents_v1`.
+arithmetic, reads the same stream. A model with the checkerboard context codes in two
+steps instead (anchors without context, then the rest; :func:`coding_steps`), through the
+same batched loop. Version 1 files (float parameters, raster order) still decode with
+:func:`decode_latents_v1`.
 """
 
 from __future__ import annotations
@@ -176,7 +178,8 @@ def decode_latents(
     progress: Callable | None = None,
 ) -> list[torch.Tensor]:
     """Invert :func:`encode_latents` for a batch of files, each of its own latent size:
-    a list of y_hat (1, M, h, w), in wavefronts."""
+    a list of y_hat (1, M, h, w), step by step of the coding order (wavefronts, or the
+    checkerboard's two passes)."""
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
@@ -202,6 +205,8 @@ def decode_latents(
 def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
     """The reference decoder of format 2: one position at a time in coding order, int64
     arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""
+    if model.config.context != "serial":
+        raise ValueError("the serial reference decoder is for the serial context")
     fp = FixedPointEntropy(model, "cpu", torch.int64)
     height, width = latent_size
     padded = (height + 2 * PAD, width + 2 * PAD)
