@@ -66,6 +66,8 @@ def quantize_conv(conv: nn.Conv2d, mask: torch.Tensor | None = None) -> IntConv:
     shift = MAX_SHIFT if row_l1 == 0 else min(MAX_SHIFT, math.floor(math.log2(ROW_L1_MAX / row_l1)))
     while torch.round(stacked * 2.0**shift).abs().sum(dim=(0, 1)).max() > ROW_L1_MAX:
         shift -= 1
+    if shift < 0:
+        raise ValueError(f"weights of {conv} too large for the fixed-point path (sum |w| over {row_l1:.3g})")
     bias = conv.bias.detach().to("cpu", torch.float64) if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     bias_int = torch.round(bias * 2.0 ** (shift + ACT_BITS))
     if bias_int.abs().max() >= 2**52:
