@@ -114,3 +114,16 @@ def test_fuzz_damaged_files_end_in_documented_errors(sample, tiny_codec_model, m
         body[rng.randrange(4, header_end)] = rng.randrange(256)
         check(_with_crc(bytes(body)), decode=True)
     assert outcomes["error"] >= 3500
+
+
+def test_version_and_checkerboard_flag(sample):
+    body = bytearray(sample[:-4])
+    body[5] |= container.FLAG_CHECKERBOARD
+    c = container.unpack(_with_crc(bytes(body)))
+    assert c.header.context == "checkerboard" and c.header.version == 2
+    assert container.pack(c) == _with_crc(bytes(body))  # the flag survives a round trip
+    body[4] = 1  # a version 1 file cannot carry it
+    with pytest.raises(FormatError, match="unknown header flags"):
+        container.unpack(_with_crc(bytes(body)))
+    body[5] &= ~container.FLAG_CHECKERBOARD
+    assert container.unpack(_with_crc(bytes(body))).header.version == 1
