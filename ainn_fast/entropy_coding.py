@@ -113,6 +113,18 @@ class _Schedule:
         return y_pad, params.view(-1, 2 * fp.M)
 
 
+def _schedule(fp: FixedPointEntropy, sizes: list[tuple[int, int]], context: str) -> _Schedule:
+    """The schedule of these sizes, built once per FixedPointEntropy (6 ms for a 768x512
+    image, 50 ms at 4K: worth keeping when many images share a size)."""
+    cache = fp.__dict__.setdefault("_schedules", {})
+    key = (tuple(sizes), context)
+    if key not in cache:
+        if len(cache) >= 16:
+            cache.pop(next(iter(cache)))
+        cache[key] = _Schedule(fp, sizes, context)
+    return cache[key]
+
+
 def _z_symbols(model, z_strings: list[bytes], size: tuple[int, int]) -> torch.Tensor:
     """z's integer symbols (the entropy bottleneck's decode without adding the medians)."""
     eb = model.entropy_bottleneck
@@ -144,7 +156,7 @@ def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> 
     sizes = [(height, width)] * batch
     z_strings = model.entropy_bottleneck.compress(model.h_a(y))
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
-    schedule = _Schedule(fp, sizes, model.config.context)
+    schedule = _schedule(fp, sizes, model.config.context)
     y_pad, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -183,7 +195,7 @@ def decode_latents(
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
-    schedule = _Schedule(fp, sizes, model.config.context)
+    schedule = _schedule(fp, sizes, model.config.context)
     y_pad, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
     y_flat = y_pad.view(-1, fp.M)
     tables = _tables(model)
