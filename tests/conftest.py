@@ -51,3 +51,18 @@ def tiny_checkpoint(tmp_path_factory, tiny_codec_model):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_model(tiny_codec_model, path)
     return path
+
+
+def run_python(code: str, triton_interpret: str | None) -> list[str]:
+    """Stdout lines of ``code`` run by a fresh interpreter from the repository root, with
+    TRITON_INTERPRET set to ``triton_interpret`` (None: unset), which a process reads once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if triton_interpret is not None:
+        env["TRITON_INTERPRET"] = triton_interpret
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
+    return out.stdout.strip().splitlines()

@@ -2,10 +2,10 @@
 
 import importlib
 import importlib.util
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from conftest import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,7 @@ def test_package_imports_without_side_effects():
         "print(unavailable_reason('triton', 'cpu'))\n"
         "print(unavailable_reason('native', 'cpu'))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    backends, triton_reason, native_reason = out.stdout.strip().splitlines()
+    backends, triton_reason, native_reason = run_python(code, None)
     native = native_reason == "None"  # built (setup.py or cached JIT) or not: both valid
     assert backends == ("['reference', 'native']" if native else "['reference']")
     if importlib.util.find_spec("triton") is not None:
@@ -56,6 +54,4 @@ def test_triton_backend_is_available_on_cpu_under_the_interpreter():
     if importlib.util.find_spec("triton") is None:
         return
     code = "import ainn_fast; print(ainn_fast.available_backends('cpu'))"
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    assert out.stdout.strip() in ("['reference', 'triton']", "['reference', 'triton', 'native']")
+    assert run_python(code, "1")[0] in ("['reference', 'triton']", "['reference', 'triton', 'native']")

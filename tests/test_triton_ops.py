@@ -18,11 +18,6 @@ Tolerances:
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -32,8 +27,8 @@ import ainn_fast  # noqa: E402
 import ainn_fast.zoo  # noqa: E402
 from ainn_fast import ops  # noqa: E402
 from ainn_fast.backend import unavailable_reason  # noqa: E402
+from conftest import run_python  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 DEVICE = "cuda" if CUDA else "cpu"
@@ -129,9 +124,7 @@ def test_cpu_without_interpreter_is_refused_with_the_reason():
         "    with ainn_fast.use_backend('triton'): ops.squeeze2x2(torch.zeros(1, 1, 2, 2))\n"
         "except ainn_fast.BackendUnavailableError as e: print(e)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    lines = out.stdout.strip().splitlines()
+    lines = run_python(code, None)
     assert lines[0] in ("['reference']", "['reference', 'native']")
     assert "TRITON_INTERPRET=1" in lines[1]
 
