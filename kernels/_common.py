@@ -49,8 +49,11 @@ def new_4d(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None
 
 
 def with_strides_of(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` (same shape as ``like``) in ``like``'s strides; a copy only if they differ."""
-    if t.stride() == like.stride():
+    """``t`` (same shape as ``like``) in ``like``'s strides; a copy only if they differ.
+
+    Strides of size-1 dimensions never matter, so a batch-1 channel slice of a wider
+    tensor (the g and h halves of merged coupling sub-networks) is used in place."""
+    if all(a == b for a, b, n in zip(t.stride(), like.stride(), like.shape) if n > 1):
         return t
     out = torch.empty_strided(like.shape, like.stride(), dtype=t.dtype, device=t.device)
     out.copy_(t)

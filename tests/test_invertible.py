@@ -67,3 +67,84 @@ def test_coupling_gradcheck_float64():
     x2 = torch.randn(1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: coupling(a, b), (x1, x2))
     assert torch.autograd.gradcheck(lambda a, b: coupling.inverse(a, b), (x1, x2))
+
+
+# ---------------------------------------------------------------------------------------
+# G/H pairs merged into one network of twice the width (PairedSubnets).
+# Tolerance 1e-5: the merged convolutions sum the same products as the separate ones, in
+# the order oneDNN picks for the wider shape, so results differ by float32 rounding only.
+
+
+def _perturbed_coupling(channels: int = 12, k: int = 5, hidden: int = 16) -> AffineCoupling:
+    coupling = AffineCoupling(channels, k, hidden=hidden)
+    perturb_couplings(coupling, std=0.3)
+    for net in (coupling.G1, coupling.G2, coupling.H1, coupling.H2):  # every layer distinct
+        for conv in (net.conv1, net.conv2):
+            torch.nn.init.normal_(conv.bias, std=0.3)
+    return coupling
+
+
+@pytest.mark.parametrize("k, batch", [(5, 1), (3, 2)])
+def test_paired_subnets_equal_the_separate_pair(k, batch):
+    from ainn_fast.layers.invertible import PairedSubnets
+
+    coupling = _perturbed_coupling(k=k)
+    x = torch.randn(batch, 12, 9, 7)
+    with torch.no_grad():
+        g, h = PairedSubnets()(coupling.G1, coupling.H1, x)
+        torch.testing.assert_close(g, coupling.G1(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(h, coupling.H1(x), rtol=1e-5, atol=1e-5)
+
+
+def test_paired_subnets_cache_follows_weight_updates():
+    from ainn_fast.layers.invertible import PairedSubnets
+
+    coupling = _perturbed_coupling()
+    pair = PairedSubnets()
+    x = torch.randn(1, 12, 6, 6)
+    with torch.no_grad():
+        pair(coupling.G2, coupling.H2, x)
+        coupling.H2.conv3.weight.add_(0.5)  # an optimizer step changes one parameter in place
+        _, h = pair(coupling.G2, coupling.H2, x)
+        torch.testing.assert_close(h, coupling.H2(x), rtol=1e-5, atol=1e-5)
+        coupling.G2.conv1.bias = torch.nn.Parameter(torch.randn(16))  # replaced parameter
+        g, _ = pair(coupling.G2, coupling.H2, x)
+        torch.testing.assert_close(g, coupling.G2(x), rtol=1e-5, atol=1e-5)
+
+
+def test_merged_subnets_policy(monkeypatch):
+    import ainn_fast
+    from ainn_fast.layers import invertible
+
+    x = torch.zeros(1)
+    with torch.no_grad():
+        assert not invertible.merge_subnets_now(x)  # CPU: the separate pair is faster
+    monkeypatch.setattr(invertible, "MERGE_SUBNETS_ON", ("cpu",))
+    assert not invertible.merge_subnets_now(x)  # gradients needed: training keeps the pair
+    with torch.no_grad():
+        assert invertible.merge_subnets_now(x)
+        with ainn_fast.use_backend("reference"):  # the reference stays the readable definition
+            assert not invertible.merge_subnets_now(x)
+
+
+def test_network_with_merged_subnets_matches_and_inverts(monkeypatch):
+    from ainn_fast.layers import invertible
+
+    net = InvertibleNetwork(kernel_sizes=(5, 3), hidden=(16, 16), couplings=2)
+    perturb_couplings(net, std=0.1)
+    x1, x2 = torch.randn(1, 3, 16, 12), torch.randn(1, 3, 16, 12)
+    with torch.no_grad():
+        y1, y2 = net(x1, x2)
+        r1, r2 = net.inverse(y1, y2)
+        monkeypatch.setattr(invertible, "MERGE_SUBNETS_ON", ("cpu",))
+        calls = []
+        real_call = invertible.PairedSubnets.__call__
+        monkeypatch.setattr(
+            invertible.PairedSubnets, "__call__", lambda self, *a: calls.append(1) or real_call(self, *a)
+        )
+        m1, m2 = net(x1, x2)
+        i1, i2 = net.inverse(m1, m2)
+    assert len(calls) == 2 * 2 * 2 * 2  # levels x couplings x (G1/H1, G2/H2) x (forward, inverse)
+    for got, want in ((m1, y1), (m2, y2), (i1, r1), (i2, r2)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(i1, x1, rtol=1e-4, atol=1e-5)

@@ -163,6 +163,23 @@ def test_coupling_saturated_scale_and_broadcast_and_round_trip():
     _compare(ops.affine_coupling, (torch.randn(11), torch.randn(11), torch.randn(11)), torch.float32)
 
 
+def test_coupling_reads_batch1_channel_halves_in_place():
+    """Merged sub-networks give g and h as the two channel halves of one tensor; at batch
+    size 1 those views are dense, and the kernel must read them without a copy."""
+    from ainn_fast.kernels._common import with_strides_of
+
+    x = torch.randn(1, 6, 5, 7, device=DEVICE)
+    g, h = torch.randn(1, 12, 5, 7, device=DEVICE).chunk(2, dim=1)
+    assert with_strides_of(g, x) is g and with_strides_of(h, x) is h
+    wide = torch.randn(2, 12, 5, 7, device=DEVICE).chunk(2, dim=1)[1]  # batch 2: not dense
+    assert with_strides_of(wide, x.expand(2, -1, -1, -1).contiguous()).is_contiguous()
+    for op in (ops.affine_coupling, ops.affine_coupling_inverse):
+        with ainn_fast.use_backend("reference"):
+            expected = op(x, g.contiguous(), h.contiguous(), 0.8)
+        with ainn_fast.use_backend("triton"):
+            torch.testing.assert_close(op(x, g, h, 0.8), expected, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_squeeze_and_unsqueeze(dtype, layout):
