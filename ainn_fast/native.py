@@ -326,12 +326,21 @@ def frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor)
 
 
 
-# The squeeze folded into the invertible 1x1 convolution has no kernel of its own: it is a
-# stride-2 2x2 (transposed) convolution, and ATen's convolution (oneDNN on CPU, cuDNN on
-# CUDA) is the fastest kernel for it, so the native backend runs that with the weight
-# rearranged (no squeezed copy is materialised).
+# A level's squeeze and its invertible 1x1 convolution. On CUDA they run as one stride-2
+# 2x2 convolution (transposed, in the inverse direction) with the weight rearranged, in
+# cuDNN, so no squeezed copy is materialised. On the CPU, oneDNN runs those strided
+# convolutions slower than the pair "native (un)squeeze kernel + 1x1 convolution" at
+# every level but the first (up to 1.7x slower; benchmarks/results/native_cpu.md), so the
+# CPU runs the pair.
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    c4 = weight.shape[0]
+    return torch.nn.functional.conv2d(x, weight.to(x.dtype).reshape(c4, c4, 1, 1))
+
+
 @ops.squeeze_conv1x1.register("native")
 def squeeze_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cpu":
+        return _conv1x1(squeeze2x2(x), weight)
     b, c, h, w = x.shape
     if h % 2 or w % 2:
         raise ValueError(f"squeeze2x2 needs even height and width, got {h}x{w}")
@@ -343,6 +352,8 @@ def squeeze_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 @ops.conv1x1_unsqueeze.register("native")
 def conv1x1_unsqueeze(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if y.device.type == "cpu":
+        return unsqueeze2x2(_conv1x1(y, weight))
     c4 = weight.shape[0]
     # weight[(i * 2 + j) * C + c, k] -> kernel[k, c, i, j] of a stride-2 transposed convolution
     kernel = weight.to(y.dtype).reshape(2, 2, c4 // 4, c4).permute(3, 2, 0, 1)

@@ -2,7 +2,9 @@
 
 Decoding one 768x512 image (H = 512, W = 768) in the paper configuration: the coupling
 tails of the four levels (12x256x384, 48x128x192, 192x64x96, 768x32x48), the squeeze of
-level 1-3 inputs and the unsqueeze of their outputs, the final group mean (two 768-channel
+level 1-3 inputs and the unsqueeze of their outputs, each level's squeeze folded into
+its 1x1 convolution and the inverse direction's 1x1 convolution with the unsqueeze, the
+final group mean (two 768-channel
 streams at 32x48 into M = 192), FDSM's decomposition and blend at 3x512x768. Batch 1,
 float32, contiguous. Forward is what decoding runs; forward + backward is reported too
 (training on CPU). Each case's group holds `reference` and `native` side by side.
@@ -48,6 +50,22 @@ for c, h, w in [(3, H, W), (12, H // 2, W // 2), (48, H // 4, W // 4)]:
     CASES[f"squeeze_{c}x{h}x{w}"] = (ops.squeeze2x2, lambda c=c, h=h, w=w: (_r(1, c, h, w),), (0,))
     CASES[f"unsqueeze_{4 * c}x{h // 2}x{w // 2}"] = (
         ops.unsqueeze2x2, lambda c=c, h=h, w=w: (_r(1, 4 * c, h // 2, w // 2),), (0,))
+
+
+def _orthogonal(n: int) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))[0].float()
+
+
+# A level's entry and exit with its 1x1 convolution, as the model calls them (the inverse
+# as InvConv1x1 makes it: float64 inverse, cast back to float32).
+for c, h, w in [(3, H, W), (12, H // 2, W // 2), (48, H // 4, W // 4), (192, H // 8, W // 8)]:
+    CASES[f"squeeze_conv1x1_{c}x{h}x{w}"] = (
+        ops.squeeze_conv1x1, lambda c=c, h=h, w=w: (_r(1, c, h, w), _orthogonal(4 * c)), (0,))
+    CASES[f"conv1x1_unsqueeze_{4 * c}x{h // 2}x{w // 2}"] = (
+        ops.conv1x1_unsqueeze,
+        lambda c=c, h=h, w=w: (_r(1, 4 * c, h // 2, w // 2), torch.linalg.inv(_orthogonal(4 * c).double()).float()),
+        (0,),
+    )
 CASES["group_mean_2x768x32x48"] = (
     ops.group_mean, lambda: (_r(1, 768, H // 16, W // 16), _r(1, 768, H // 16, W // 16), 192), (0, 1))
 CASES[f"decompose_3x{H}x{W}"] = (ops.multiscale_decompose, lambda: (_r(1, 3, H, W),), (0,))
@@ -71,7 +89,7 @@ def test_forward(benchmark, case, impl):
 
 
 @pytest.mark.parametrize("impl", ["reference", "native"])
-@pytest.mark.parametrize("case", [c for c in CASES if not c.startswith(("squeeze", "unsqueeze")) or c.endswith("256x384")])
+@pytest.mark.parametrize("case", [c for c in CASES if "squeeze" not in c or c.endswith("256x384")])
 def test_forward_backward(benchmark, case, impl):
     op, make, diff = CASES[case]
     fn = op.impls[impl]

@@ -89,7 +89,7 @@ CASES = {
     "group_mean": _group_mean,
     "multiscale_decompose": _decompose,
     "frequency_blend": _blend,
-    "squeeze_conv1x1": _squeeze_conv,  # ATen convolution with a rearranged weight (no kernel of ours)
+    "squeeze_conv1x1": _squeeze_conv,  # CUDA: ATen convolution, weight rearranged; CPU: our (un)squeeze + 1x1 conv
     "conv1x1_unsqueeze": _conv_unsqueeze,
 }
 # The ops with kernels of their own in csrc/ (the folded convolutions run ATen's).
