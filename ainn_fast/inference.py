@@ -23,13 +23,26 @@ from .models import AINN
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# The modules AINN.g_s runs.
+SYNTHESIS_MODULES = ("cfrm", "inn", "pdm", "ms_cfrm", "fdsm_s")
+
+
 def prepare_for_decoding(
-    model: AINN, *, compile: bool = False, cuda_graphs: bool = False, precision: str = "fp32"
+    model: AINN,
+    *,
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
 ) -> AINN:
     """Make ``model.g_s`` fast for decoding; returns the same (modified) model.
 
     BatchNorm is folded into the preceding convolution (exact up to float32 rounding) and
-    each level's inverse 1x1 matrix is computed once. ``compile`` wraps ``g_s`` with
+    each level's inverse 1x1 matrix is computed once. ``channels_last`` (default: on when
+    the model is on the CPU) runs the synthesis in NHWC end to end: oneDNN's convolutions
+    are faster in it and the native kernels keep it without copies (768x512 lite, one
+    thread: 1.15 s instead of 1.49 s); on CUDA it is off by default, unmeasured (the
+    native CUDA squeeze kernels are contiguous-only). ``compile`` wraps ``g_s`` with
     ``torch.compile``; ``cuda_graphs`` replays it from one CUDA graph per input shape
     (CUDA inputs under ``no_grad`` only; otherwise eager). The model must be in eval mode,
     and its weights must not change afterwards: folded and captured copies would go stale.
@@ -50,8 +63,16 @@ def prepare_for_decoding(
     model.__dict__.pop("g_s", None)  # drop an earlier wrapper: preparing twice does not stack
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if channels_last is None:
+        channels_last = next(model.parameters()).device.type == "cpu"
+    if channels_last:  # before the low-precision copies, which keep the format
+        for name in SYNTHESIS_MODULES:
+            if getattr(model, name) is not None:
+                getattr(model, name).to(memory_format=torch.channels_last)
     if precision != "fp32":
         _set_g_s(model, _LowPrecisionSynthesis(model, PRECISIONS[precision]))
+    if channels_last:
+        _set_g_s(model, _ChannelsLastSynthesis(model.g_s))
     if cuda_graphs and not torch.cuda.is_available():
         warnings.warn("cuda_graphs=True but CUDA is not available: g_s stays eager", stacklevel=2)
         cuda_graphs = False
@@ -101,6 +122,16 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((beta + scale * (b - mean)).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
 
 
+class _ChannelsLastSynthesis:
+    """``fn`` (a g_s) fed channels_last; its image comes back contiguous."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+
+    def __call__(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.fn(y_hat.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class _LowPrecisionSynthesis(nn.Module):
     """``AINN.g_s`` run on copies of the synthesis modules cast to ``dtype``, returning
     float32. Copies, because the invertible network is shared with ``g_a`` and the
@@ -110,7 +141,7 @@ class _LowPrecisionSynthesis(nn.Module):
     def __init__(self, model: AINN, dtype: torch.dtype) -> None:
         super().__init__()
         self.dtype = dtype
-        for name in ("cfrm", "inn", "pdm", "ms_cfrm", "fdsm_s"):
+        for name in SYNTHESIS_MODULES:
             module = getattr(model, name)
             setattr(self, name, copy.deepcopy(module).to(dtype) if module is not None else None)
 

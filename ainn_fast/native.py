@@ -153,18 +153,35 @@ def probe(device_type: str) -> str | None:
 # Fake kernels and autograd (registered once the C++ schemas exist).
 
 
+def _is_dense(t: torch.Tensor) -> bool:
+    """Tensor::is_non_overlapping_and_dense: the strides of some permutation of a
+    contiguous tensor (sizes of 1 ignored)."""
+    expected = 1
+    for stride, size in sorted((st, n) for st, n in zip(t.stride(), t.shape) if n > 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def _register_python_side() -> None:
     lib = torch.ops.ainn_fast
     fake = torch.library.register_fake
 
     def like(t: torch.Tensor, shape=None) -> torch.Tensor:
-        # The kernels return contiguous outputs of the input's dtype.
+        # The indexing kernels return contiguous outputs of the input's dtype.
         return t.new_empty(t.shape if shape is None else shape)
 
     # coupling ---------------------------------------------------------------------------
-    fake(f"{_NS}::native_affine_coupling")(lambda x, g, h, clamp: like(x))
-    fake(f"{_NS}::native_affine_coupling_inverse")(lambda y, g, h, clamp: like(y))
-    fake(f"{_NS}::native_affine_coupling_backward")(lambda grad, a, g, h, clamp, inverse: (like(a), like(a), like(a)))
+    def flat_like(t: torch.Tensor) -> torch.Tensor:
+        # csrc/ops/layout.h: outputs in the first input's layout when it is dense.
+        return torch.empty_like(t) if _is_dense(t) else t.new_empty(t.shape)
+
+    fake(f"{_NS}::native_affine_coupling")(lambda x, g, h, clamp: flat_like(x))
+    fake(f"{_NS}::native_affine_coupling_inverse")(lambda y, g, h, clamp: flat_like(y))
+    fake(f"{_NS}::native_affine_coupling_backward")(
+        lambda grad, a, g, h, clamp, inverse: (flat_like(a), flat_like(a), flat_like(a))
+    )
 
     def coupling_setup(ctx, inputs, output):
         a, g, h, clamp = inputs
@@ -192,15 +209,20 @@ def _register_python_side() -> None:
     )
 
     # squeeze ----------------------------------------------------------------------------
+    def squeezed_like(t: torch.Tensor, shape: tuple) -> torch.Tensor:
+        # The CPU kernels keep channels_last; everything else comes out contiguous.
+        nhwc = t.device.type == "cpu" and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+        return t.new_empty(shape).contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
     def squeeze_fake(x):
         b, c, h, w = x.shape
         torch._check(h % 2 == 0 and w % 2 == 0, lambda: f"squeeze2x2 needs even height and width, got {h}x{w}")
-        return x.new_empty((b, 4 * c, h // 2, w // 2))
+        return squeezed_like(x, (b, 4 * c, h // 2, w // 2))
 
     def unsqueeze_fake(y):
         b, c4, h, w = y.shape
         torch._check(c4 % 4 == 0, lambda: f"unsqueeze2x2 needs a multiple of 4 channels, got {c4}")
-        return y.new_empty((b, c4 // 4, 2 * h, 2 * w))
+        return squeezed_like(y, (b, c4 // 4, 2 * h, 2 * w))
 
     fake(f"{_NS}::native_squeeze2x2")(squeeze_fake)
     fake(f"{_NS}::native_unsqueeze2x2")(unsqueeze_fake)

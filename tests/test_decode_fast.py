@@ -50,6 +50,24 @@ def test_prepared_g_s_matches_reference(shape):
     assert torch.equal(out_again, out_fast)
 
 
+@pytest.mark.parametrize("channels_last", [None, False])
+def test_channels_last_synthesis_on_cpu(channels_last):
+    """On the CPU the synthesis runs NHWC by default (faster convolutions, no copies in the
+    native kernels) and still returns a contiguous image equal to the reference's."""
+    ref = _tiny_model()
+    fast = prepare_for_decoding(copy.deepcopy(ref), channels_last=channels_last)
+    # (1x1 kernels or single input channels are both layouts at once; they prove nothing)
+    convs = [m for m in fast.inn.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.in_channels > 1]
+    assert convs
+    nhwc = channels_last is None
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == nhwc for c in convs)
+    y_hat = torch.randn(1, ref.M, 4, 6).mul(4).round()
+    with torch.no_grad():
+        out = fast.g_s(y_hat)
+        assert out.is_contiguous()
+        _close(out, ref.g_s(y_hat), 1e-4)
+
+
 def test_refuses_training_mode():
     model = _tiny_model().train()
     with pytest.raises(ValueError, match="eval"):

@@ -213,7 +213,13 @@ def test_coupling_extreme_gates_and_inverse_roundtrip():
     [
         ("native_affine_coupling", lambda: (*(torch.randn(2, 3, 5, 7) for _ in range(3)), 1.0)),
         ("native_affine_coupling_inverse", lambda: (*(torch.randn(2, 3, 5, 7) for _ in range(3)), 0.5)),
+        (  # channels_last in, channels_last out: the fake kernel must give the same strides
+            "native_affine_coupling",
+            lambda: (*(torch.randn(2, 3, 5, 7).contiguous(memory_format=torch.channels_last) for _ in range(3)), 1.0),
+        ),
         ("native_squeeze2x2", lambda: (torch.randn(2, 3, 6, 8),)),
+        ("native_squeeze2x2", lambda: (torch.randn(2, 3, 6, 8).contiguous(memory_format=torch.channels_last),)),
+        ("native_unsqueeze2x2", lambda: (torch.randn(2, 8, 3, 5).contiguous(memory_format=torch.channels_last),)),
         ("native_unsqueeze2x2", lambda: (torch.randn(2, 8, 3, 5),)),
         ("native_group_mean", lambda: (torch.randn(2, 4, 3, 5), torch.randn(2, 8, 3, 5), 6)),
         ("native_multiscale_decompose", lambda: (torch.randn(2, 3, 9, 11),)),
@@ -224,6 +230,55 @@ def test_opcheck(op_name, args):
     # Schema, fake (meta) kernel, autograd registration and AOT dispatch are consistent.
     args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args())
     torch.library.opcheck(getattr(torch.ops.ainn_fast, op_name).default, args)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_coupling_keeps_dense_layouts_without_copies(device):
+    """csrc/ops/layout.h: channels_last stays channels_last, and batch-1 channel halves of
+    one tensor (merged G/H sub-networks) are read in place; values equal the reference."""
+    _require_native(device)
+    cl = dict(memory_format=torch.channels_last)
+    x, g, h = (torch.randn(2, 6, 5, 7, device=device).contiguous(**cl).requires_grad_() for _ in range(3))
+    for name in ("affine_coupling", "affine_coupling_inverse"):
+        y = NAT[name](x, g, h, 0.9)
+        assert y.is_contiguous(**cl) and not y.is_contiguous()
+        torch.testing.assert_close(y, REF[name](x, g, h, 0.9), **FP32)
+        got = torch.autograd.grad(y, (x, g, h), torch.ones_like(y))
+        want = torch.autograd.grad(REF[name](x, g, h, 0.9), (x, g, h), torch.ones_like(y))
+        for a, b in zip(got, want):
+            assert a.is_contiguous(**cl)
+            torch.testing.assert_close(a, b, **FP32)
+    x1 = torch.randn(1, 6, 5, 7, device=device)
+    g1, h1 = torch.randn(1, 12, 5, 7, device=device).chunk(2, dim=1)
+    y1 = NAT["affine_coupling"](x1, g1, h1, 0.9)
+    torch.testing.assert_close(y1, REF["affine_coupling"](x1, g1, h1, 0.9), **FP32)
+    if device == "cpu":  # no copies: the profiler sees no aten::copy_ inside the op
+        with torch.profiler.profile() as prof:
+            NAT["affine_coupling"](x.detach(), g.detach(), h.detach(), 0.9)
+            NAT["affine_coupling"](x1, g1, h1, 0.9)
+        assert not [e for e in prof.events() if e.name == "aten::copy_"]
+
+
+@pytest.mark.parametrize("batch, channels", [(1, 12), (2, 3)])
+def test_cpu_squeeze_keeps_channels_last(batch, channels):
+    """The CPU (un)squeeze reads and writes NHWC directly: same values as the reference,
+    channels_last out, no copy; gradients (the other direction) too."""
+    _require_native("cpu")
+    cl = dict(memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, 6, 10).contiguous(**cl).requires_grad_()
+    y = NAT["squeeze2x2"](x)
+    assert y.is_contiguous(**cl) and not y.is_contiguous()
+    torch.testing.assert_close(y, REF["squeeze2x2"](x), rtol=0, atol=0)
+    back = NAT["unsqueeze2x2"](y)
+    assert back.is_contiguous(**cl)
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    go = torch.randn(y.shape).contiguous(**cl)
+    (dx,) = torch.autograd.grad(y, x, go)
+    torch.testing.assert_close(dx, REF["unsqueeze2x2"](go), rtol=0, atol=0)
+    with torch.profiler.profile() as prof:
+        NAT["unsqueeze2x2"](NAT["squeeze2x2"](x.detach()))
+    assert not [e for e in prof.events() if e.name in ("aten::copy_", "aten::contiguous", "aten::clone")]
 
 
 class _SmallNet(torch.nn.Module):

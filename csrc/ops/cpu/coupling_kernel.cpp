@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "cpu_utils.h"
+#include "ops/layout.h"
 
 namespace ainn_fast {
 namespace cpu {
@@ -126,8 +127,8 @@ void check_inputs(const at::Tensor& a, const at::Tensor& g, const at::Tensor& h,
 at::Tensor coupling_forward(const at::Tensor& a_, const at::Tensor& g_, const at::Tensor& h_, double clamp, bool inv) {
   const char* op = inv ? "native_affine_coupling_inverse" : "native_affine_coupling";
   check_inputs(a_, g_, h_, op);
-  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
-  at::Tensor out = at::empty(a.sizes(), a.options());
+  const at::Tensor a = dense(a_), g = in_layout_of(g_, a), h = in_layout_of(h_, a);
+  at::Tensor out = at::empty_like(a);
   const int64_t n = a.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "ainn_fast_native", [&] {
     const scalar_t *pa = a.const_data_ptr<scalar_t>(), *pg = g.const_data_ptr<scalar_t>(),
@@ -154,9 +155,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward(
   const char* op = "native_affine_coupling_backward";
   check_inputs(a_, g_, h_, op);
   TORCH_CHECK(grad_.sizes() == a_.sizes(), op, ": grad has shape ", grad_.sizes(), ", expected ", a_.sizes());
-  const at::Tensor go = grad_.to(a_.scalar_type()).contiguous();
-  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
-  at::Tensor da = at::empty(a.sizes(), a.options()), dg = at::empty_like(da), dh = at::empty_like(da);
+  const at::Tensor a = dense(a_), g = in_layout_of(g_, a), h = in_layout_of(h_, a);
+  const at::Tensor go = in_layout_of(grad_.to(a_.scalar_type()), a);
+  at::Tensor da = at::empty_like(a), dg = at::empty_like(a), dh = at::empty_like(a);
   const int64_t n = a.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "ainn_fast_native", [&] {
     const scalar_t *pgo = go.const_data_ptr<scalar_t>(), *pa = a.const_data_ptr<scalar_t>(),

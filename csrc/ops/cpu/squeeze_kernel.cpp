@@ -65,36 +65,80 @@ void squeeze_rows(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_
   });
 }
 
-void squeeze_dispatch(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, int64_t OH, int64_t OW,
-                      bool unsqueeze) {
-  if (dst.numel() == 0) return;
-  switch (src.element_size()) {
-    case 1: squeeze_rows(static_cast<const uint8_t*>(src.const_data_ptr()), static_cast<uint8_t*>(dst.data_ptr()), B, C, OH, OW, unsqueeze); break;
-    case 2: squeeze_rows(static_cast<const uint16_t*>(src.const_data_ptr()), static_cast<uint16_t*>(dst.data_ptr()), B, C, OH, OW, unsqueeze); break;
-    case 4: squeeze_rows(static_cast<const uint32_t*>(src.const_data_ptr()), static_cast<uint32_t*>(dst.data_ptr()), B, C, OH, OW, unsqueeze); break;
-    case 8: squeeze_rows(static_cast<const uint64_t*>(src.const_data_ptr()), static_cast<uint64_t*>(dst.data_ptr()), B, C, OH, OW, unsqueeze); break;
-    default: TORCH_CHECK(false, "squeeze2x2: unsupported element size ", src.element_size());
+// Channels-last (NHWC): squeezed pixel (oy, ox) holds 4C channels, q = i * 2 + j major,
+// which are the C-vectors of pixels (2oy, 2ox), (2oy, 2ox + 1), (2oy + 1, 2ox),
+// (2oy + 1, 2ox + 1): two runs of 2C contiguous elements, one from each of the two rows.
+template <typename U>
+void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
+  const int64_t run = 2 * C, row = 2 * OW * C;  // row: one full-resolution row (W * C)
+  // Task = one (b, oy): two full-resolution rows <-> one squeezed row.
+  at::parallel_for(0, B * OH, std::max<int64_t>(1, kGrain / (4 * OW * C)), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t full = 2 * t * row;  // (b * 2 OH + 2 oy) * row, as t = b * OH + oy
+      const int64_t sq = t * OW * 4 * C;
+      for (int64_t ox = 0; ox < OW; ++ox) {
+        for (int i = 0; i < 2; ++i) {
+          const int64_t f = full + i * row + ox * run, s = sq + ox * 2 * run + i * run;
+          if (unsqueeze) {
+            std::memcpy(dst + f, src + s, run * sizeof(U));
+          } else {
+            std::memcpy(dst + s, src + f, run * sizeof(U));
+          }
+        }
+      }
+    }
+  });
+}
+
+bool is_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Both kernels run on raw bits; the NHWC one only needs the element size.
+template <typename U>
+void squeeze_any(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze,
+                 bool nhwc) {
+  const U* s = static_cast<const U*>(src.const_data_ptr());
+  U* d = static_cast<U*>(dst.data_ptr());
+  if (nhwc) {
+    squeeze_rows_nhwc(s, d, B, C, OH, OW, unsqueeze);
+  } else {
+    squeeze_rows(s, d, B, C, OH, OW, unsqueeze);
   }
 }
 
-at::Tensor squeeze2x2(const at::Tensor& x_) {
-  check_4d(x_, "native_squeeze2x2", "x");
-  const int64_t B = x_.size(0), C = x_.size(1), H = x_.size(2), W = x_.size(3);
-  TORCH_CHECK(H % 2 == 0 && W % 2 == 0, "squeeze2x2 needs even height and width, got ", H, "x", W);
-  const at::Tensor x = x_.contiguous();
-  at::Tensor out = at::empty({B, 4 * C, H / 2, W / 2}, x.options());
-  squeeze_dispatch(x, out, B, C, H / 2, W / 2, false);
+// A channels_last input stays channels_last (no copy in, none out); anything else is
+// read contiguous and written contiguous. (The CUDA kernels are contiguous-only.)
+at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
+                                bool unsqueeze) {
+  const bool nhwc = is_channels_last(in_);
+  const at::Tensor in = nhwc ? in_ : in_.contiguous();
+  at::Tensor out = at::empty(
+      out_shape, in.options().memory_format(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  const int64_t B = in.size(0);
+  switch (in.element_size()) {
+    case 1: squeeze_any<uint8_t>(in, out, B, C, OH, OW, unsqueeze, nhwc); break;
+    case 2: squeeze_any<uint16_t>(in, out, B, C, OH, OW, unsqueeze, nhwc); break;
+    case 4: squeeze_any<uint32_t>(in, out, B, C, OH, OW, unsqueeze, nhwc); break;
+    case 8: squeeze_any<uint64_t>(in, out, B, C, OH, OW, unsqueeze, nhwc); break;
+    default: TORCH_CHECK(false, "squeeze2x2: unsupported element size ", in.element_size());
+  }
   return out;
 }
 
-at::Tensor unsqueeze2x2(const at::Tensor& y_) {
-  check_4d(y_, "native_unsqueeze2x2", "y");
-  const int64_t B = y_.size(0), C4 = y_.size(1), H = y_.size(2), W = y_.size(3);
+at::Tensor squeeze2x2(const at::Tensor& x) {
+  check_4d(x, "native_squeeze2x2", "x");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(H % 2 == 0 && W % 2 == 0, "squeeze2x2 needs even height and width, got ", H, "x", W);
+  return squeeze_or_unsqueeze(x, {B, 4 * C, H / 2, W / 2}, C, H / 2, W / 2, false);
+}
+
+at::Tensor unsqueeze2x2(const at::Tensor& y) {
+  check_4d(y, "native_unsqueeze2x2", "y");
+  const int64_t B = y.size(0), C4 = y.size(1), H = y.size(2), W = y.size(3);
   TORCH_CHECK(C4 % 4 == 0, "unsqueeze2x2 needs a multiple of 4 channels, got ", C4);
-  const at::Tensor y = y_.contiguous();
-  at::Tensor out = at::empty({B, C4 / 4, 2 * H, 2 * W}, y.options());
-  squeeze_dispatch(y, out, B, C4 / 4, H, W, true);
-  return out;
+  return squeeze_or_unsqueeze(y, {B, C4 / 4, 2 * H, 2 * W}, C4 / 4, H, W, true);
 }
 
 AINN_CLONES void add_f32(float* __restrict acc, const float* __restrict v, int64_t n) {

@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "cuda_utils.cuh"
+#include "ops/layout.h"
 
 namespace ainn_fast {
 namespace cuda {
@@ -56,8 +57,8 @@ void check_inputs(const at::Tensor& a, const at::Tensor& g, const at::Tensor& h,
 at::Tensor coupling_forward(const at::Tensor& a_, const at::Tensor& g_, const at::Tensor& h_, double clamp, bool inv) {
   check_inputs(a_, g_, h_, "native_affine_coupling");
   const c10::cuda::CUDAGuard guard(a_.device());
-  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
-  at::Tensor out = at::empty(a.sizes(), a.options());
+  const at::Tensor a = dense(a_), g = in_layout_of(g_, a), h = in_layout_of(h_, a);
+  at::Tensor out = at::empty_like(a);
   const int64_t n = a.numel();
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "native_affine_coupling", [&] {
@@ -84,9 +85,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward(
   check_inputs(a_, g_, h_, "native_affine_coupling_backward");
   TORCH_CHECK(grad_.sizes() == a_.sizes(), "native_affine_coupling_backward: grad shape mismatch");
   const c10::cuda::CUDAGuard guard(a_.device());
-  const at::Tensor go = grad_.to(a_.scalar_type()).contiguous();
-  const at::Tensor a = a_.contiguous(), g = g_.contiguous(), h = h_.contiguous();
-  at::Tensor da = at::empty(a.sizes(), a.options()), dg = at::empty_like(da), dh = at::empty_like(da);
+  const at::Tensor a = dense(a_), g = in_layout_of(g_, a), h = in_layout_of(h_, a);
+  const at::Tensor go = in_layout_of(grad_.to(a_.scalar_type()), a);
+  at::Tensor da = at::empty_like(a), dg = at::empty_like(a), dh = at::empty_like(a);
   const int64_t n = a.numel();
   if (n == 0) return {da, dg, dh};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "native_affine_coupling_backward", [&] {
