@@ -66,6 +66,15 @@ for c, h, w in [(3, H, W), (12, H // 2, W // 2), (48, H // 4, W // 4), (192, H /
         lambda c=c, h=h, w=w: (_r(1, 4 * c, h // 2, w // 2), torch.linalg.inv(_orthogonal(4 * c).double()).float()),
         (0,),
     )
+# The same squeezes channels_last, the layout CPU decoding runs in (prepare_for_decoding).
+for c, h, w in [(3, H, W), (12, H // 2, W // 2), (48, H // 4, W // 4)]:
+    CASES[f"squeeze_nhwc_{c}x{h}x{w}"] = (
+        ops.squeeze2x2, lambda c=c, h=h, w=w: (_r(1, c, h, w).contiguous(memory_format=torch.channels_last),), (0,))
+    CASES[f"unsqueeze_nhwc_{4 * c}x{h // 2}x{w // 2}"] = (
+        ops.unsqueeze2x2,
+        lambda c=c, h=h, w=w: (_r(1, 4 * c, h // 2, w // 2).contiguous(memory_format=torch.channels_last),),
+        (0,),
+    )
 CASES["group_mean_2x768x32x48"] = (
     ops.group_mean, lambda: (_r(1, 768, H // 16, W // 16), _r(1, 768, H // 16, W // 16), 192), (0, 1))
 CASES[f"decompose_3x{H}x{W}"] = (ops.multiscale_decompose, lambda: (_r(1, 3, H, W),), (0,))

@@ -68,9 +68,11 @@ void squeeze_rows(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_
 // Channels-last (NHWC): squeezed pixel (oy, ox) holds 4C channels, q = i * 2 + j major,
 // which are the C-vectors of pixels (2oy, 2ox), (2oy, 2ox + 1), (2oy + 1, 2ox),
 // (2oy + 1, 2ox + 1): two runs of 2C contiguous elements, one from each of the two rows.
-template <typename U>
+// RUN > 0 fixes the run length at compile time (RGB: 6 elements), so that the many short
+// copies become inline moves instead of memcpy calls (1.6x faster for the image level).
+template <typename U, int64_t RUN>
 void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
-  const int64_t run = 2 * C, row = 2 * OW * C;  // row: one full-resolution row (W * C)
+  const int64_t run = RUN > 0 ? RUN : 2 * C, row = 2 * OW * C;  // row: one full-resolution row (W * C)
   // Task = one (b, oy): two full-resolution rows <-> one squeezed row.
   at::parallel_for(0, B * OH, std::max<int64_t>(1, kGrain / (4 * OW * C)), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
@@ -100,8 +102,10 @@ void squeeze_any(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, i
                  bool nhwc) {
   const U* s = static_cast<const U*>(src.const_data_ptr());
   U* d = static_cast<U*>(dst.data_ptr());
-  if (nhwc) {
-    squeeze_rows_nhwc(s, d, B, C, OH, OW, unsqueeze);
+  if (nhwc && C == 3) {
+    squeeze_rows_nhwc<U, 6>(s, d, B, C, OH, OW, unsqueeze);
+  } else if (nhwc) {
+    squeeze_rows_nhwc<U, 0>(s, d, B, C, OH, OW, unsqueeze);
   } else {
     squeeze_rows(s, d, B, C, OH, OW, unsqueeze);
   }
