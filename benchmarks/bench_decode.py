@@ -1,11 +1,13 @@
-"""Entropy decoding of one image's latents: the wavefront decoder against the serial loops
-it replaces, all in one run on one machine (CPU, or the GPU when one is present).
+"""Decoding one image, all cases in one run on one machine (CPU, or the GPU when present).
 
-Cases (lite configuration with its shipped weights, astronaut photo scaled to 768x512 and
-256x256): ``wavefront`` (format 2, the product path), ``serial_reference`` (format 2's
+Latents (lite configuration with its shipped weights, astronaut photo scaled to 768x512
+and 256x256): ``wavefront`` (format 2, the product path), ``serial_reference`` (format 2's
 int64 loop, one position at a time), ``serial_v1`` (format 1's float raster loop, the
 CompressAI structure with trimmed CDF tables) and ``compressai_mbt2018`` (CompressAI's own
 serial decompress of its N = M = 192 joint model, untrained weights: timing only).
+
+Synthesis (768x512): the eager model against ``prepare_for_decoding`` in float32 and
+bfloat16, contiguous and channels_last.
 
     python -m pytest benchmarks/bench_decode.py --benchmark-json benchmarks/results/decode_cpu_$(date +%F).json
 """
@@ -63,3 +65,29 @@ def test_decode_latents(benchmark, lite, size, decoder):
         "serial_v1": lambda: entropy_coding.decode_latents_v1(lite, c.y, c.z, latent),
     }[decoder]
     _run(benchmark, fn, rounds=5 if decoder == "wavefront" else 1)
+
+
+# The synthesis g_s of one 768x512 image as decoding runs it (prepare_for_decoding), by
+# layout and precision: "eager" is the unprepared model (no folding, no caches).
+SYNTHESIS = {
+    "eager": None,
+    "prepared_fp32_contiguous": dict(channels_last=False),
+    "prepared_fp32_channels_last": dict(channels_last=True),
+    "prepared_bf16_contiguous": dict(channels_last=False, precision="bf16"),
+    "prepared_bf16_channels_last": dict(channels_last=True, precision="bf16"),
+}
+
+
+@pytest.mark.parametrize("variant", SYNTHESIS)
+def test_synthesis(benchmark, variant):
+    from ainn_fast.inference import prepare_for_decoding
+
+    benchmark.group = "synthesis 768x512"
+    model = codec.prepare_model(codec.default_model(3), DEVICE)
+    image = bench.photo(768, 512)
+    c = container.unpack(codec.compress(image, model, device=DEVICE))
+    (y_hat,) = entropy_coding.decode_latents(model, [c.y], [c.z], [codec.latent_size(c.header)], DEVICE)
+    if SYNTHESIS[variant] is not None:
+        prepare_for_decoding(model, **SYNTHESIS[variant])
+    with torch.no_grad():
+        _run(benchmark, lambda: model.g_s(y_hat), rounds=3)
