@@ -351,9 +351,9 @@ def frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor)
 # A level's squeeze and its invertible 1x1 convolution. On CUDA they run as one stride-2
 # 2x2 convolution (transposed, in the inverse direction) with the weight rearranged, in
 # cuDNN, so no squeezed copy is materialised. On the CPU, oneDNN runs those strided
-# convolutions slower than the pair "native (un)squeeze kernel + 1x1 convolution" at
-# every level but the first (up to 1.7x slower; benchmarks/results/native_cpu.md), so the
-# CPU runs the pair.
+# convolutions slower than the pair "native (un)squeeze kernel + 1x1 convolution" (up to
+# 1.7x slower at the second level; benchmarks/results/native_cpu.md), so the CPU runs
+# the pair.
 def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     c4 = weight.shape[0]
     return torch.nn.functional.conv2d(x, weight.to(x.dtype).reshape(c4, c4, 1, 1))
