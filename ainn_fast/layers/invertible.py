@@ -29,6 +29,11 @@ class Squeeze2x2(nn.Module):
         return ops.unsqueeze2x2(y)
 
 
+def _cache_key(*weights: torch.Tensor) -> tuple:
+    """What a value derived from ``weights`` stays valid for (see InvConv1x1._cached_inverse)."""
+    return tuple((w._version, w.data_ptr(), w.device, w.dtype) for w in weights) + (torch.is_inference_mode_enabled(),)
+
+
 class InvConv1x1(nn.Module):
     """Invertible 1x1 convolution, initialised orthogonal (Q of a QR of a Gaussian)."""
 
@@ -58,7 +63,7 @@ class InvConv1x1(nn.Module):
         # old storage alive, so a new weight can never reuse its address. An inverse made
         # in inference mode is not reused outside it (it could not be saved for backward).
         # (In-place writes through ``w.data`` bypass _version and are not seen.)
-        key = (w._version, w.data_ptr(), w.device, w.dtype, torch.is_inference_mode_enabled())
+        key = _cache_key(w)
         cache = getattr(self, "_inverse_cache", None)
         if cache is None or cache[0] != key:
             w = w.detach()
@@ -125,7 +130,7 @@ class PairedSubnets:
     Used on the GPU when no gradient is needed (decoding, evaluation) and the backend is
     not the reference by name (``merge_subnets_now``); equal to ``(G(x), H(x))`` up to
     float summation order. Eagerly the merged weights are cached until any of the pair's
-    parameters changes (the key of the 1x1 inverse cache); under torch.compile they are
+    parameters changes (``_cache_key``, as the 1x1 inverse); under torch.compile they are
     concatenated in the graph instead.
     Training keeps the separate sub-networks: merged, every backward would concatenate
     the two gradients, and only the GPU host can show whether that pays.
@@ -137,8 +142,7 @@ class PairedSubnets:
     @torch.compiler.disable
     def _cached(self, g: Bottleneck, h: Bottleneck) -> tuple[torch.Tensor, ...]:
         params = _pair_params(g, h)
-        key = tuple((t._version, t.data_ptr(), t.device, t.dtype) for t in params)
-        key += (torch.is_inference_mode_enabled(),)
+        key = _cache_key(*params)
         if self._cache is None or self._cache[0] != key:
             # The cache keeps the old parameters alive, so a new one never reuses an address.
             self._cache = (key, params, tuple(w.detach() for w in _merge_pair(g, h)))
