@@ -113,11 +113,10 @@ def _pair_params(g: Bottleneck, h: Bottleneck) -> list[torch.Tensor]:
     return [getattr(getattr(net, conv), p) for conv in _CONVS for p in ("weight", "bias") for net in (g, h)]
 
 
-def _merge_pair(g: Bottleneck, h: Bottleneck) -> tuple[torch.Tensor, ...]:
-    """(w1, b1, w2, b2, w3, b3): G's and H's weights stacked along the output channels, so
-    that conv1 is one dense convolution of twice the width and conv2, conv3 are grouped
-    convolutions (groups=2) whose first group is G and second is H."""
-    p = _pair_params(g, h)
+def _merge_pair(p: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(w1, b1, w2, b2, w3, b3) from ``_pair_params``: G's and H's weights stacked along the
+    output channels, so that conv1 is one dense convolution of twice the width and conv2,
+    conv3 are grouped convolutions (groups=2) whose first group is G and second is H."""
     return tuple(torch.cat(p[i : i + 2]) for i in range(0, len(p), 2))
 
 
@@ -145,11 +144,11 @@ class PairedSubnets:
         key = _cache_key(*params)
         if self._cache is None or self._cache[0] != key:
             # The cache keeps the old parameters alive, so a new one never reuses an address.
-            self._cache = (key, params, tuple(w.detach() for w in _merge_pair(g, h)))
+            self._cache = (key, params, tuple(w.detach() for w in _merge_pair(params)))
         return self._cache[2]
 
     def __call__(self, g: Bottleneck, h: Bottleneck, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        merged = _merge_pair(g, h) if torch.compiler.is_compiling() else self._cached(g, h)
+        merged = _merge_pair(_pair_params(g, h)) if torch.compiler.is_compiling() else self._cached(g, h)
         w1, b1, w2, b2, w3, b3 = merged
         t = g.act(F.conv2d(x, w1, b1, padding=g.conv1.padding))
         t = g.act(F.conv2d(t, w2, b2, groups=2))
