@@ -1,4 +1,4 @@
-"""Op and model benchmarks: reference vs triton vs torch.compile(reference).
+"""Op and model benchmarks: reference vs triton vs native vs torch.compile(reference).
 
 Shapes are the paper configuration's (N = M = 192): training crops (batch 8 x 256x256)
 and decoding one 768x512 image (H = 512, W = 768). Every op case reports in extra_info
@@ -21,7 +21,7 @@ import torch
 import ainn_fast
 import ainn_fast.zoo
 from ainn_fast import ops
-from ainn_fast.backend import Op
+from ainn_fast.backend import Op, unavailable_reason
 from ainn_fast.losses import RateDistortionLoss, lambda_for
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmarks need a CUDA GPU")
@@ -106,8 +106,21 @@ CASES = [
     ),
 ]
 
-IMPLS = ["reference", "triton", "compile"]
+IMPLS = ["reference", "triton", "native", "compile"]
+BACKENDS = ["reference", "triton", "native"]  # whole-model cases
 _compiled: dict[str, Callable] = {}
+# One op runs at several shapes, dtypes and layouts: each gets its own static graph, as an
+# application with fixed shapes would, instead of falling back to eager after the default
+# 8 recompilations (which would time the reference under the "compile" label).
+for _name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+    if hasattr(torch._dynamo.config, _name):
+        setattr(torch._dynamo.config, _name, 64)
+
+
+def _skip_unavailable(backend: str) -> None:
+    reason = unavailable_reason(backend, "cuda") if backend in BACKENDS else None
+    if reason is not None:
+        pytest.skip(f"{backend}: {reason}")
 
 
 def _impl(case: Case, impl: str) -> Callable:
@@ -115,8 +128,11 @@ def _impl(case: Case, impl: str) -> Callable:
     if impl == "reference":
         return ref
     if impl == "compile":
-        return _compiled.setdefault(case.op.name, torch.compile(ref))
-    return case.op.impls["triton"]
+        return _compiled.setdefault(case.op.name, torch.compile(ref, dynamic=False))
+    _skip_unavailable(impl)
+    if impl not in case.op.impls:
+        pytest.skip(f"{impl} has no implementation of {case.op.name}")
+    return case.op.impls[impl]
 
 
 def _nbytes(ts) -> int:
@@ -195,9 +211,10 @@ def paper_model():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_training_step(benchmark, paper_model, backend, layout):
     """Forward + loss + backward + Adam step at batch 8 x 256x256, fp32 (TF32 convs)."""
+    _skip_unavailable(backend)
     benchmark.group = f"model training step {layout}"
     model = paper_model.train()
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -225,9 +242,10 @@ def test_training_step(benchmark, paper_model, backend, layout):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_synthesis(benchmark, paper_model, backend, layout):
     """g_s of one 768x512 image's latent (inference)."""
+    _skip_unavailable(backend)
     benchmark.group = f"model synthesis {layout}"
     model = paper_model.eval()
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -245,9 +263,10 @@ def test_synthesis(benchmark, paper_model, backend, layout):
     benchmark.extra_info.update(backend=backend, layout=layout)
 
 
-@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_analysis(benchmark, paper_model, backend):
     """g_a of one 768x512 image (inference)."""
+    _skip_unavailable(backend)
     benchmark.group = "model analysis"
     model = paper_model.eval().to(memory_format=torch.contiguous_format)
     x = torch.rand(1, 3, DH, DW, device="cuda")
