@@ -210,8 +210,8 @@ def _register_python_side() -> None:
 
     # squeeze ----------------------------------------------------------------------------
     def squeezed_like(t: torch.Tensor, shape: tuple) -> torch.Tensor:
-        # The CPU kernels keep channels_last; everything else comes out contiguous.
-        nhwc = t.device.type == "cpu" and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+        # The kernels keep channels_last; everything else comes out contiguous.
+        nhwc = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
         return t.new_empty(shape).contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
     def squeeze_fake(x):

@@ -260,20 +260,22 @@ def test_coupling_keeps_dense_layouts_without_copies(device):
         assert not [e for e in prof.events() if e.name == "aten::copy_"]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 @pytest.mark.parametrize("batch, channels", [(1, 12), (2, 3)])
-def test_cpu_squeeze_keeps_channels_last(batch, channels):
-    """The CPU (un)squeeze reads and writes NHWC directly: same values as the reference,
+def test_squeeze_keeps_channels_last(device, batch, channels):
+    """The (un)squeeze kernels read and write NHWC directly: same values as the reference,
     channels_last out, no copy; gradients (the other direction) too."""
-    _require_native("cpu")
+    _require_native(device)
     cl = dict(memory_format=torch.channels_last)
-    x = torch.randn(batch, channels, 6, 10).contiguous(**cl).requires_grad_()
+    x = torch.randn(batch, channels, 6, 10, device=device).contiguous(**cl).requires_grad_()
     y = NAT["squeeze2x2"](x)
     assert y.is_contiguous(**cl) and not y.is_contiguous()
     torch.testing.assert_close(y, REF["squeeze2x2"](x), rtol=0, atol=0)
     back = NAT["unsqueeze2x2"](y)
     assert back.is_contiguous(**cl)
     torch.testing.assert_close(back, x, rtol=0, atol=0)
-    go = torch.randn(y.shape).contiguous(**cl)
+    go = torch.randn(y.shape, device=device).contiguous(**cl)
     (dx,) = torch.autograd.grad(y, x, go)
     torch.testing.assert_close(dx, REF["unsqueeze2x2"](go), rtol=0, atol=0)
     with torch.profiler.profile() as prof:

@@ -112,7 +112,7 @@ void squeeze_any(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, i
 }
 
 // A channels_last input stays channels_last (no copy in, none out); anything else is
-// read contiguous and written contiguous. (The CUDA kernels are contiguous-only.)
+// read contiguous and written contiguous (the CUDA kernels follow the same rule).
 at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
                                 bool unsqueeze) {
   const bool nhwc = is_channels_last(in_);

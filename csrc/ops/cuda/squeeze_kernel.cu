@@ -1,6 +1,6 @@
-// CUDA kernels of the 2x2 squeeze / unsqueeze (A-INN channel order) and the channel group
-// mean with its backward. One thread per output element, walking the output in memory
-// order so stores coalesce.
+// CUDA kernels of the 2x2 squeeze / unsqueeze (A-INN channel order, contiguous or
+// channels_last) and the channel group mean with its backward. One thread per output
+// element, walking the output in memory order so stores coalesce.
 
 #include <torch/library.h>
 
@@ -13,64 +13,88 @@ namespace cuda {
 namespace {
 
 // Squeezed side (B, 4C, OH, OW), unsqueezed side (B, C, 2 OH, 2 OW); element bits only.
-template <typename U>
+// NCHW: both sides contiguous. NHWC: both sides channels_last, where squeezed pixel
+// (oy, ox) holds the C-vectors of its four source pixels, q = i * 2 + j major.
+template <typename U, bool NHWC>
 __global__ void squeeze_kernel(const U* __restrict__ src, U* __restrict__ dst, int64_t n, int64_t C, int64_t OH,
                                int64_t OW, bool unsqueeze) {
+  const int64_t H = 2 * OH, W = 2 * OW;
   AINN_GRID_STRIDE(i, n) {
-    if (!unsqueeze) {  // i indexes the squeezed output (b, q * C + c, oy, ox)
-      const int64_t ox = i % OW, oy = (i / OW) % OH, qc = (i / (OW * OH)) % (4 * C), b = i / (OW * OH * 4 * C);
-      const int64_t q = qc / C, c = qc % C;
-      dst[i] = src[((b * C + c) * 2 * OH + 2 * oy + q / 2) * 2 * OW + 2 * ox + q % 2];
-    } else {  // i indexes the unsqueezed output (b, c, y, x)
-      const int64_t W = 2 * OW, H = 2 * OH;
-      const int64_t x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
-      const int64_t q = (y % 2) * 2 + x % 2;
-      dst[i] = src[((b * 4 * C + q * C + c) * OH + y / 2) * OW + x / 2];
+    if (!unsqueeze) {  // i indexes the squeezed output (b, q * C + c, oy, ox) in memory order
+      int64_t b, qc, oy, ox;
+      if (NHWC) {
+        qc = i % (4 * C), ox = (i / (4 * C)) % OW, oy = (i / (4 * C * OW)) % OH, b = i / (4 * C * OW * OH);
+      } else {
+        ox = i % OW, oy = (i / OW) % OH, qc = (i / (OW * OH)) % (4 * C), b = i / (OW * OH * 4 * C);
+      }
+      const int64_t q = qc / C, c = qc % C, y = 2 * oy + q / 2, x = 2 * ox + q % 2;
+      dst[i] = NHWC ? src[((b * H + y) * W + x) * C + c] : src[((b * C + c) * H + y) * W + x];
+    } else {  // i indexes the unsqueezed output (b, c, y, x) in memory order
+      int64_t b, c, y, x;
+      if (NHWC) {
+        c = i % C, x = (i / C) % W, y = (i / (C * W)) % H, b = i / (C * W * H);
+      } else {
+        x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
+      }
+      const int64_t qc = ((y % 2) * 2 + x % 2) * C + c;
+      dst[i] = NHWC ? src[((b * OH + y / 2) * OW + x / 2) * 4 * C + qc] : src[((b * 4 * C + qc) * OH + y / 2) * OW + x / 2];
     }
   }
 }
 
 template <typename U>
-void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
+void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t OH, int64_t OW, bool unsqueeze,
+                    bool nhwc) {
   const int64_t n = dst.numel();
-  squeeze_kernel<U><<<blocks_for(n), kThreads, 0, stream()>>>(
-      static_cast<const U*>(src.const_data_ptr()), static_cast<U*>(dst.data_ptr()), n, C, OH, OW, unsqueeze);
+  const U* s = static_cast<const U*>(src.const_data_ptr());
+  U* d = static_cast<U*>(dst.data_ptr());
+  if (nhwc) {
+    squeeze_kernel<U, true><<<blocks_for(n), kThreads, 0, stream()>>>(s, d, n, C, OH, OW, unsqueeze);
+  } else {
+    squeeze_kernel<U, false><<<blocks_for(n), kThreads, 0, stream()>>>(s, d, n, C, OH, OW, unsqueeze);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void squeeze_dispatch(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
-  if (dst.numel() == 0) return;
-  switch (src.element_size()) {
-    case 1: launch_squeeze<uint8_t>(src, dst, C, OH, OW, unsqueeze); break;
-    case 2: launch_squeeze<uint16_t>(src, dst, C, OH, OW, unsqueeze); break;
-    case 4: launch_squeeze<uint32_t>(src, dst, C, OH, OW, unsqueeze); break;
-    case 8: launch_squeeze<uint64_t>(src, dst, C, OH, OW, unsqueeze); break;
-    default: TORCH_CHECK(false, "squeeze2x2: unsupported element size ", src.element_size());
+bool is_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// As on the CPU: a channels_last input stays channels_last (no copy in, none out);
+// anything else is read contiguous and written contiguous.
+at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
+                                bool unsqueeze) {
+  const bool nhwc = is_channels_last(in_);
+  const at::Tensor in = nhwc ? in_ : in_.contiguous();
+  at::Tensor out = at::empty(
+      out_shape, in.options().memory_format(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  switch (in.element_size()) {
+    case 1: launch_squeeze<uint8_t>(in, out, C, OH, OW, unsqueeze, nhwc); break;
+    case 2: launch_squeeze<uint16_t>(in, out, C, OH, OW, unsqueeze, nhwc); break;
+    case 4: launch_squeeze<uint32_t>(in, out, C, OH, OW, unsqueeze, nhwc); break;
+    case 8: launch_squeeze<uint64_t>(in, out, C, OH, OW, unsqueeze, nhwc); break;
+    default: TORCH_CHECK(false, "squeeze2x2: unsupported element size ", in.element_size());
   }
+  return out;
 }
 
-at::Tensor squeeze2x2(const at::Tensor& x_) {
-  check_cuda(x_, "native_squeeze2x2");
-  TORCH_CHECK(x_.dim() == 4, "native_squeeze2x2: x must be 4-D");
-  const int64_t B = x_.size(0), C = x_.size(1), H = x_.size(2), W = x_.size(3);
+at::Tensor squeeze2x2(const at::Tensor& x) {
+  check_cuda(x, "native_squeeze2x2");
+  TORCH_CHECK(x.dim() == 4, "native_squeeze2x2: x must be 4-D");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(H % 2 == 0 && W % 2 == 0, "squeeze2x2 needs even height and width, got ", H, "x", W);
-  const c10::cuda::CUDAGuard guard(x_.device());
-  const at::Tensor x = x_.contiguous();
-  at::Tensor out = at::empty({B, 4 * C, H / 2, W / 2}, x.options());
-  squeeze_dispatch(x, out, C, H / 2, W / 2, false);
-  return out;
+  const c10::cuda::CUDAGuard guard(x.device());
+  return squeeze_or_unsqueeze(x, {B, 4 * C, H / 2, W / 2}, C, H / 2, W / 2, false);
 }
 
-at::Tensor unsqueeze2x2(const at::Tensor& y_) {
-  check_cuda(y_, "native_unsqueeze2x2");
-  TORCH_CHECK(y_.dim() == 4, "native_unsqueeze2x2: y must be 4-D");
-  const int64_t B = y_.size(0), C4 = y_.size(1), H = y_.size(2), W = y_.size(3);
+at::Tensor unsqueeze2x2(const at::Tensor& y) {
+  check_cuda(y, "native_unsqueeze2x2");
+  TORCH_CHECK(y.dim() == 4, "native_unsqueeze2x2: y must be 4-D");
+  const int64_t B = y.size(0), C4 = y.size(1), H = y.size(2), W = y.size(3);
   TORCH_CHECK(C4 % 4 == 0, "unsqueeze2x2 needs a multiple of 4 channels, got ", C4);
-  const c10::cuda::CUDAGuard guard(y_.device());
-  const at::Tensor y = y_.contiguous();
-  at::Tensor out = at::empty({B, C4 / 4, 2 * H, 2 * W}, y.options());
-  squeeze_dispatch(y, out, C4 / 4, H, W, true);
-  return out;
+  const c10::cuda::CUDAGuard guard(y.device());
+  return squeeze_or_unsqueeze(y, {B, C4 / 4, 2 * H, 2 * W}, C4 / 4, H, W, true);
 }
 
 template <typename T, typename A>
