@@ -29,4 +29,10 @@ inline at::Tensor in_layout_of(const at::Tensor& t, const at::Tensor& ref) {
   return out;
 }
 
+// The (un)squeeze kernels' rule, CPU and CUDA: a channels_last input is read, and the
+// output written, channels_last; anything else is read and written contiguous.
+inline bool is_channels_last(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 }  // namespace ainn_fast

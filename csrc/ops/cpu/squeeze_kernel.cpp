@@ -6,6 +6,7 @@
 #include <tuple>
 
 #include "cpu_utils.h"
+#include "ops/layout.h"
 
 namespace ainn_fast {
 namespace cpu {
@@ -92,10 +93,6 @@ void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, i
   });
 }
 
-bool is_channels_last(const at::Tensor& t) {
-  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
 // Both kernels run on raw bits; the NHWC one only needs the element size.
 template <typename U>
 void squeeze_any(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze,
@@ -111,8 +108,7 @@ void squeeze_any(const at::Tensor& src, at::Tensor& dst, int64_t B, int64_t C, i
   }
 }
 
-// A channels_last input stays channels_last (no copy in, none out); anything else is
-// read contiguous and written contiguous (the CUDA kernels follow the same rule).
+// Layout as layout.h's is_channels_last says: no copy in or out for channels_last.
 at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
                                 bool unsqueeze) {
   const bool nhwc = is_channels_last(in_);

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "cuda_utils.cuh"
+#include "ops/layout.h"
 
 namespace ainn_fast {
 namespace cuda {
@@ -56,12 +57,7 @@ void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t O
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-bool is_channels_last(const at::Tensor& t) {
-  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-// As on the CPU: a channels_last input stays channels_last (no copy in, none out);
-// anything else is read contiguous and written contiguous.
+// Layout as layout.h's is_channels_last says: no copy in or out for channels_last.
 at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
                                 bool unsqueeze) {
   const bool nhwc = is_channels_last(in_);
