@@ -44,7 +44,7 @@ for s in $STEPS; do
         step build python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'))" ;;
     tests)  # the files with GPU cases: kernels vs reference, native CUDA, files across devices, graphs, compile
         step tests python3 -m pytest tests/test_triton_ops.py tests/test_native_ops.py tests/test_wavefront.py \
-            tests/test_decode_fast.py -q -rs -p no:cacheprovider -x --durations=15 ;;
+            tests/test_decode_fast.py -q -rs -p no:cacheprovider --durations=15 ;;
     tests_all)
         step tests_all python3 -m pytest tests -q -rs -p no:cacheprovider --durations=15 ;;
     decode)  # issue 7: decode / encode per image, lite and paper, vs CompressAI's serial mbt2018
