@@ -48,6 +48,11 @@ def save_model(
         "metric": getattr(model, "metric", "mse"),
     }
     save_file(tensors, str(path), metadata=metadata)
+    # safetensors creates its files 0600; give them the mode every other file gets (as
+    # torch.save's do), so that checkpoints shared on a cluster stay readable.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> AINN:
