@@ -30,9 +30,17 @@ inline at::Tensor in_layout_of(const at::Tensor& t, const at::Tensor& ref) {
 }
 
 // The (un)squeeze kernels' rule, CPU and CUDA: a channels_last input is read, and the
-// output written, channels_last; anything else is read and written contiguous.
-inline bool is_channels_last(const at::Tensor& t) {
-  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+// output written, channels_last (no copy in or out); anything else is read and written
+// contiguous.
+struct SqueezeOperands {
+  at::Tensor in, out;
+  bool nhwc;
+};
+
+inline SqueezeOperands squeeze_operands(const at::Tensor& in, at::IntArrayRef out_shape) {
+  const bool nhwc = !in.is_contiguous() && in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const auto format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return {nhwc ? in : in.contiguous(), at::empty(out_shape, in.options().memory_format(format)), nhwc};
 }
 
 }  // namespace ainn_fast

@@ -57,13 +57,10 @@ void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t O
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Layout as layout.h's is_channels_last says: no copy in or out for channels_last.
-at::Tensor squeeze_or_unsqueeze(const at::Tensor& in_, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
+// Layouts as layout.h's squeeze_operands says.
+at::Tensor squeeze_or_unsqueeze(const at::Tensor& x, at::IntArrayRef out_shape, int64_t C, int64_t OH, int64_t OW,
                                 bool unsqueeze) {
-  const bool nhwc = is_channels_last(in_);
-  const at::Tensor in = nhwc ? in_ : in_.contiguous();
-  at::Tensor out = at::empty(
-      out_shape, in.options().memory_format(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  auto [in, out, nhwc] = squeeze_operands(x, out_shape);
   if (out.numel() == 0) return out;
   switch (in.element_size()) {
     case 1: launch_squeeze<uint8_t>(in, out, C, OH, OW, unsqueeze, nhwc); break;
