@@ -15,6 +15,7 @@
 
 import glob
 import os
+import runpy
 
 from setuptools import find_packages, setup
 
@@ -53,11 +54,9 @@ def native_extension():
     except ImportError:  # isolated build without torch: ship pure Python, JIT-build later
         return [], {}
     cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    # -fopenmp: at::parallel_for is inlined from ATen's headers as an OpenMP region, so
-    # without it the CPU kernels would run on one thread. (It binds to the libgomp torch
-    # already loaded.)
-    args = {"cxx": ["-O3", "-fopenmp"]}  # the C++ standard: BuildExtension adds the one torch needs
-    common = {"include_dirs": [os.path.join(HERE, "csrc")], "extra_link_args": ["-fopenmp"]}
+    flags = runpy.run_path(os.path.join(HERE, "ainn_fast", "build_flags.py"))  # one home for the flags
+    args = {"cxx": list(flags["CXX_FLAGS"])}  # the C++ standard: BuildExtension adds the one torch needs
+    common = {"include_dirs": [os.path.join(HERE, "csrc")], "extra_link_args": list(flags["LD_FLAGS"])}
     cuda_home = _usable_cuda_home(cpp_extension.CUDA_HOME) if cu and torch.version.cuda else None
     if cuda_home and os.environ.get("AINN_BUILD_CUDA", "1") != "0":
         cpp_extension.CUDA_HOME = cuda_home  # read by CUDAExtension and BuildExtension
@@ -66,9 +65,7 @@ def native_extension():
             # No GPU to ask: build for the project's GPU host (H100, sm_90) only, instead of
             # every architecture torch supports (six times the nvcc time).
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
-        # No --use_fast_math: the kernels are memory-bound, and exact expf/division keep
-        # CUDA results as close to the reference as the CPU ones.
-        args["nvcc"] = ["-O3"]
+        args["nvcc"] = list(flags["NVCC_FLAGS"])
         ext = CUDAExtension("ainn_fast._C", cpp + cu, extra_compile_args=args, define_macros=[("WITH_CUDA", None)], **common)
     else:
         ext = CppExtension("ainn_fast._C", cpp, extra_compile_args=args, **common)

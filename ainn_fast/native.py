@@ -35,6 +35,7 @@ import torch
 
 from . import ops
 from .backend import register_backend
+from .build_flags import CXX_FLAGS, LD_FLAGS, NVCC_FLAGS
 
 __all__ = ["load", "probe", "extension_origin"]
 
@@ -82,13 +83,13 @@ def _jit_build() -> str:
         cpp_extension.CUDA_HOME = cuda_home
         sources += sorted(str(p) for p in _CSRC.rglob("*.cu"))
         name += "_cuda"
-        kwargs = {"extra_cuda_cflags": ["-O3"], "with_cuda": True}
+        kwargs = {"extra_cuda_cflags": NVCC_FLAGS, "with_cuda": True}
     _log.warning("ainn_fast: building the native extension (once; cached in TORCH_EXTENSIONS_DIR)")
     cpp_extension.load(
         name=name,
         sources=sources,
-        extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for is an inlined OpenMP region
-        extra_ldflags=["-fopenmp"],
+        extra_cflags=CXX_FLAGS,
+        extra_ldflags=LD_FLAGS,
         extra_include_paths=[str(_CSRC)],
         is_python_module=False,
         verbose=False,

@@ -1,10 +1,12 @@
 // Helpers shared by the CPU kernels.
 //
 // Vectorisation: the extension is built for generic x86-64 (it must load on any machine),
-// so the float hot loops are compiled several times with GCC's target_clones (AVX-512,
-// AVX2, baseline) and the loader picks the best one for the CPU (ifunc). Their bodies are
-// branch-free and call no library function, so GCC vectorises them; that is why exp is a
-// polynomial here instead of std::exp (a scalar call that blocks vectorisation).
+// so the float hot loops are compiled several times with GCC's target_clones (x86-64-v4:
+// AVX-512; x86-64-v3: AVX2 with FMA, e.g. AMD Zen 1-3; baseline) and the loader picks the
+// best one for the CPU (ifunc). Their bodies are branch-free and call no library function,
+// so GCC vectorises them; that is why exp is a polynomial here instead of std::exp (a
+// scalar call that blocks vectorisation). The clamps in fast_exp vectorise below AVX-512
+// only with -fno-trapping-math (ainn_fast/build_flags.py).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,7 +19,7 @@
 #include <cstring>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define AINN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define AINN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define AINN_CLONES
 #endif
