@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -343,7 +344,20 @@ COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_
             "bench": cmd_bench}
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"ainn: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():  # restores the caller's filters (tests call main in-process)
+        # CompressAI imports torch_geometric, whose import calls the deprecated
+        # torch.jit.script: two lines on every command that are no concern of the user's.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        warnings.showwarning = _warning_line  # one line, like the errors
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:

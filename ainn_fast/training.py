@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from . import zoo
 from .backend import use_backend
 from .checkpoint import load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
+from .hardware import slow_low_precision
 from .losses import RateDistortionLoss, lambda_for
 from .models import STRIDE
 
@@ -130,6 +132,9 @@ class Trainer:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.device = torch.device(cfg.device)
+        slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" else None
+        if slow and self.rank == 0:
+            warnings.warn(f"amp bf16: {slow}", RuntimeWarning, stacklevel=2)
         self.out = Path(cfg.out_dir)
         self.data = CropBatches(list_images(cfg.train_dirs), cfg.patch_size)
         self.val_files = list_images(cfg.val_dirs) if cfg.val_dirs else []
