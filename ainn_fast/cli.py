@@ -338,6 +338,8 @@ def cmd_train(args) -> None:
     trainer = train(cfg)
     if trainer.rank == 0:
         print(f"{out / 'last.safetensors'}: step {trainer.step}")
+        if (out / "best.safetensors").exists():
+            print(f"{out / 'best.safetensors'}: lowest validation loss, {trainer.best_val_loss:.4f}")
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval, "train": cmd_train,

@@ -161,6 +161,7 @@ class Trainer:
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)
         self.step = 0
+        self.best_val_loss = math.inf  # of the weights in best.safetensors
         self.net = self.model
         if self.world > 1:
             # The quantiles only see the (data-independent) aux loss, identical on every
@@ -171,15 +172,15 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
 
     # -- checkpoints -------------------------------------------------------------------
-    def save(self, name: str = "last") -> None:
+    def save(self, name: str = "last", with_state: bool = True) -> None:
+        """Write ``name.safetensors`` (and ``name.state.pt`` to resume from), each atomically."""
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        weights, state = self.out / f"{name}.safetensors", self.out / f"{name}.state.pt"
-        for path, write in (
-            (weights, lambda p: save_model(self.model, p)),
-            (state, lambda p: torch.save(self._state(), p)),
-        ):
+        files = [(self.out / f"{name}.safetensors", lambda p: save_model(self.model, p))]
+        if with_state:
+            files.append((self.out / f"{name}.state.pt", lambda p: torch.save(self._state(), p)))
+        for path, write in files:
             tmp = path.with_suffix(path.suffix + ".part")
             write(tmp)
             os.replace(tmp, path)
@@ -190,6 +191,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "best_val_loss": self.best_val_loss,
             "train_config": json.dumps(asdict(self.cfg)),
         }
 
@@ -207,6 +209,7 @@ class Trainer:
         self.aux_optimizer.load_state_dict(st["aux_optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.step = int(st["step"])
+        self.best_val_loss = float(st.get("best_val_loss", math.inf))  # runs saved before best.* existed
         return True
 
     # -- one step ----------------------------------------------------------------------
@@ -282,6 +285,9 @@ class Trainer:
                 stats["step"] = self.step
                 if self.val_files and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     stats.update(self.validate())
+                    if stats["val_loss"] < self.best_val_loss:  # the weights to ship: chosen on held-out images
+                        self.best_val_loss = stats["val_loss"]
+                        self.save("best", with_state=False)
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                     self.save()
                 history.append(stats)

@@ -1,5 +1,6 @@
 """Training: the loss falls, a resumed run repeats the same losses, DDP equals one process."""
 
+import json
 import os
 import socket
 import sys
@@ -55,6 +56,22 @@ def test_resume_repeats_the_same_losses(photo_dirs, tmp_path):
     part2 = second.run(progress=False)
     losses = [h["loss"] for h in part1 + part2]
     assert losses == [h["loss"] for h in straight]  # bit-identical, not just close
+
+
+def test_best_checkpoint_holds_the_weights_of_the_lowest_validation_loss(photo_dirs, tmp_path):
+    # lr 3e-3 makes the validation loss move up and down over the 8 steps, so "best" is
+    # not simply "last"; interrupting at step 4 and resuming must not change the choice.
+    cfg = dict(steps=8, val_every=1, ckpt_every=4, lr=3e-3)
+    Trainer(config(photo_dirs, tmp_path, **{**cfg, "steps": 4})).run(progress=False)
+    resumed = Trainer(config(photo_dirs, tmp_path, **cfg))
+    assert resumed.resume()
+    resumed.run(progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    best = min(logged, key=lambda h: h["val_loss"])
+    assert (tmp_path / "best.safetensors").exists() and not (tmp_path / "best.state.pt").exists()
+    check = Trainer(config(photo_dirs, tmp_path / "check", init_checkpoint=str(tmp_path / "best.safetensors")))
+    assert check.validate()["val_loss"] == pytest.approx(best["val_loss"], rel=1e-6)
+    assert resumed.best_val_loss == best["val_loss"]
 
 
 def test_crops_are_a_pure_function_of_seed_step_rank(photo_dirs):
