@@ -64,11 +64,12 @@ def prepare_for_decoding(
     model.__dict__.pop("g_s", None)  # drop an earlier wrapper: preparing twice does not stack
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    slow = slow_low_precision(PRECISIONS[precision], next(model.parameters()).device)
+    device = next(model.parameters()).device
+    slow = slow_low_precision(PRECISIONS[precision], device)
     if slow:
         warnings.warn(f"precision {precision}: {slow}", RuntimeWarning, stacklevel=2)
     if channels_last is None:
-        channels_last = next(model.parameters()).device.type == "cpu"
+        channels_last = device.type == "cpu"
     if channels_last:  # before the low-precision copies, which keep the format
         for name in SYNTHESIS_MODULES:
             if getattr(model, name) is not None:
