@@ -65,7 +65,8 @@ def test_float_loops_are_vectorised_in_every_clone():
     names = {name for name, _ in clones}
     # Not vacuous: the coupling kernels (the training and decoding hot spots) must be there.
     assert {"forward_f32", "backward_f32", "blend_f32"} <= names, f"clones found: {sorted(clones)}"
+    avx2 = "arch_x86_64_v3" if any(c == "arch_x86_64_v3" for _, c in clones) else "avx2"  # GCC >= 12, or older
     for name in sorted(names):
-        for clone, register in (("arch_x86_64_v3", "ymm"), ("default", "xmm")):
+        for clone, register in ((avx2, "ymm"), ("default", "xmm")):
             assert (name, clone) in clones, f"{name} has no {clone} clone (found {sorted(c for n, c in clones if n == name)})"
             assert register in clones[name, clone], f"{name} [{clone}] does no packed float arithmetic on {register}: not vectorised"

@@ -18,8 +18,11 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 12
 #define AINN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// arch= levels in target_clones are GCC 12's; before it, the same without FMA.
+#define AINN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define AINN_CLONES
 #endif
