@@ -8,6 +8,7 @@ made by other weights (the header holds a hash of them).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import Callable
@@ -47,6 +48,20 @@ def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return zoo.ainn(quality, metric, config)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_default(quality: int, metric: str, config: str, device: str) -> AINN:
+    """Prepared default models kept for this module's own calls: loading and preparing one
+    costs about 0.5 s of CPU (lite), as much as decoding the latents of a 512x512 photo,
+    and a program decoding many files would pay it each time. Never handed out (callers
+    of ``resolve_model`` get a model of their own), because ``prepare_for_decoding``
+    and ``.to()`` change a model in place."""
+    return prepare_model(default_model(quality, metric, config), device)
+
+
+def _device_key(device) -> str:
+    return str(torch.device(device)) if device is not None else "cpu"
 
 
 def weights_hash(model: AINN) -> bytes:
@@ -122,7 +137,7 @@ def encode(
     ``version=1`` writes the old float, raster-order format (only to measure against it)."""
     prepared = image_io.prepare(image)
     if model is None:
-        model = prepare_model(default_model(quality or DEFAULT_QUALITY), device)
+        model = _shared_default(quality or DEFAULT_QUALITY, DEFAULT_METRIC, DEFAULT_CONFIG, _device_key(device))
     elif quality is not None and quality != getattr(model, "quality", quality):
         raise InputError(f"quality {quality} asked for, but the model given has quality {model.quality}")
     config, q, metric, digest = _identity(model)
@@ -147,12 +162,16 @@ def encode(
     return data, y_hat
 
 
-def resolve_model(header: container.Header, model: AINN | None = None, device=None) -> AINN:
-    """The model that decodes ``header``: the one given, else the default it names."""
+def resolve_model(header: container.Header, model: AINN | None = None, device=None, *, _shared: bool = False) -> AINN:
+    """The model that decodes ``header``: the one given, else the default it names (a
+    model of the caller's own; this module's decoders pass ``_shared`` to reuse one)."""
     if model is None:
         if header.config not in CONFIGS:
             raise FormatError(f"file names an unknown model config {header.config!r}")
-        model = prepare_model(default_model(header.quality, header.metric, header.config), device)
+        if _shared:
+            model = _shared_default(header.quality, header.metric, header.config, _device_key(device))
+        else:
+            model = prepare_model(default_model(header.quality, header.metric, header.config), device)
         origin = "the default model"
     else:
         origin = "the model given"
@@ -181,7 +200,7 @@ def decode(data: bytes, model: AINN | None = None, device=None, progress: Callab
     h = c.header
     dev = _device_of(model, device)
     check_memory(h.width, h.height, dev)
-    model = resolve_model(h, model, device)
+    model = resolve_model(h, model, device, _shared=True)
     if h.version == 1:
         y_hat = decode_latents_v1(model, c.y, c.z, latent_size(h))
     else:
@@ -220,7 +239,7 @@ def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> 
     dev = _device_of(model, device)
     for c in parsed:
         check_memory(c.header.width, c.header.height, dev)
-    model = resolve_model(parsed[0].header, model, device)
+    model = resolve_model(parsed[0].header, model, device, _shared=True)
     y_hats = _decode_latents(model, parsed, dev)
     return [(_synthesize(model, y_hat, c), y_hat) for y_hat, c in zip(y_hats, parsed)]
 

@@ -137,3 +137,20 @@ def test_absurd_sizes_are_refused_before_allocating(tiny_codec_model, monkeypatc
     forged = container.pack(c)
     with pytest.raises(InputError, match="GiB"):
         codec.decompress(forged, tiny_codec_model)
+
+
+def test_default_model_is_loaded_once_for_codec_calls_and_never_shared(monkeypatch):
+    # Loading and preparing the default model cost about as much as decoding a small photo;
+    # codec's own calls reuse one, but resolve_model hands each caller a model of its own
+    # (prepare_for_decoding changes a model in place).
+    loads = []
+    real = codec.default_model
+    monkeypatch.setattr(codec, "default_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    codec._shared_default.cache_clear()
+    img = Image.fromarray(data.astronaut()[:64, :96])
+    blob = codec.compress(img, quality=1)
+    first, second = codec.decompress(blob), codec.decompress(blob)
+    assert len(loads) == 1 and first.tobytes() == second.tobytes()
+    header = container.unpack(blob).header
+    mine = codec.resolve_model(header)
+    assert len(loads) == 2 and mine is not codec._shared_default(1, "mse", "lite", "cpu")
