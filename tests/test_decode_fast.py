@@ -172,6 +172,8 @@ def shipped_and_photo():
     return model, x, np
 
 
+# On CPUs without fast bf16 this warns (tests/test_low_precision_warning.py checks that).
+@pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")
 @pytest.mark.parametrize("precision, max_psnr_drop", [("bf16", 0.1)])
 def test_low_precision_synthesis_within_stated_tolerance(shipped_and_photo, precision, max_psnr_drop):
     # bf16 (the CPU's AVX-512 bf16 path, 2.5x faster here): the decoded image may differ
@@ -195,6 +197,7 @@ def test_low_precision_synthesis_within_stated_tolerance(shipped_and_photo, prec
     assert 0 < diff.max() <= 8  # really ran in bf16, and close
 
 
+@pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")
 def test_low_precision_leaves_the_coder_and_the_analysis_in_float32(shipped_and_photo):
     from ainn_fast import codec
 
