@@ -28,10 +28,13 @@ class _Parser(argparse.ArgumentParser):
         raise AinnError(f"{message} (see ainn {self.prog.split()[-1]} --help)" if " " in self.prog else message)
 
 
-PRECISION_HELP = (
-    "synthesis precision (default fp32; bf16: faster on GPUs and on CPUs with AMX, image within 0.1 dB; "
-    "slower on CPUs without AMX, which the command warns of)"
-)
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+        help="synthesis precision (default fp32; bf16: faster on GPUs and on CPUs with AMX, image within 0.1 dB; "
+        "slower on CPUs without AMX, which the command warns of)",
+    )  # fmt: skip
+
 
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ainn", description="A-INN learned image compression")
@@ -55,7 +58,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output", help="output image, .png/.webp/.tif/.bmp (default: INPUT with suffix .png)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    d.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    _precision_option(d)
     common(d)
 
     i = sub.add_parser("info", help="what an .ainn header says")
@@ -67,7 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", default="ainn-demo", help="folder for the .ainn and .png (default ainn-demo)")
     m.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     m.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
-    m.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    _precision_option(m)
     common(m)
 
     e = sub.add_parser("eval", help="RD curves of ainn_fast and JPEG/WebP/AVIF/JPEG XL on folders of images")
@@ -112,7 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-serial", action="store_true", help="skip the (slow) serial decoders")
     b.add_argument("--no-baseline", action="store_true", help="skip CompressAI's mbt2018")
     b.add_argument("--cuda-graphs", action="store_true", help="replay the synthesis from CUDA graphs (GPU)")
-    b.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help=PRECISION_HELP)
+    _precision_option(b)
 
     b.add_argument("--contexts", nargs="+", default=["serial"], choices=["serial", "checkerboard"],
                    help="entropy contexts to time (checkerboard: shipped weights, context not fine-tuned)")  # fmt: skip

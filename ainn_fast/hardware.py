@@ -41,20 +41,22 @@ def slow_low_precision(dtype: torch.dtype, device: torch.device | str) -> str | 
 
 def _onednn_fast(dtype: torch.dtype) -> bool | None:
     """oneDNN's answer for this CPU; None where this torch cannot say."""
-    try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except (AttributeError, RuntimeError):
-        return None
+    bf16 = dtype == torch.bfloat16
+    return _ask(
+        lambda: torch.ops.mkldnn._is_mkldnn_bf16_supported() if bf16 else torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    )
 
 
 def _has_amx(dtype: torch.dtype) -> bool | None:
     """Whether the CPU exposes the AMX tiles oneDNN's fast ``dtype`` kernels need; None
     where this torch cannot say."""
+    bf16 = dtype == torch.bfloat16
+    return _ask(lambda: torch.cpu._is_amx_tile_supported() if bf16 else torch.cpu._is_amx_fp16_supported())
+
+
+def _ask(query) -> bool | None:
+    # These private torch probes move between releases: a missing one means "cannot say".
     try:
-        if dtype == torch.bfloat16:
-            return bool(torch.cpu._is_amx_tile_supported())
-        return bool(torch.cpu._is_amx_fp16_supported())
+        return bool(query())
     except (AttributeError, RuntimeError):
         return None
