@@ -31,8 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def _precision_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-        help="synthesis precision (default fp32; bf16: faster on GPUs and on CPUs with AMX, image within 0.1 dB; "
-        "slower on CPUs without AMX, which the command warns of)",
+        help="synthesis precision (default fp32; bf16: image within 0.1 dB, faster on GPUs and on many CPUs; "
+        "the command times one convolution and warns where it would be slower)",
     )  # fmt: skip
 
 

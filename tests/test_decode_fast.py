@@ -172,11 +172,11 @@ def shipped_and_photo():
     return model, x, np
 
 
-# On CPUs without AMX bf16 this warns (tests/test_low_precision_warning.py checks that).
+# On CPUs where bf16 is slower this warns (tests/test_low_precision_warning.py checks that).
 @pytest.mark.filterwarnings("ignore:precision bf16:RuntimeWarning")
 @pytest.mark.parametrize("precision, max_psnr_drop", [("bf16", 0.1)])
 def test_low_precision_synthesis_within_stated_tolerance(shipped_and_photo, precision, max_psnr_drop):
-    # bf16 (fast on GPUs and CPUs with AMX, slower elsewhere): the decoded
+    # bf16 (faster on GPUs and many CPUs, slower on some): the decoded
     # image may differ from the float32 one by a few levels, never by more than 0.1 dB of PSNR.
     from ainn_fast import codec
 
