@@ -132,8 +132,9 @@ class Trainer:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.device = torch.device(cfg.device)
-        slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" else None
-        if slow and self.rank == 0:
+        # Only rank 0 speaks, so only it times the probe convolution.
+        slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" and self.rank == 0 else None
+        if slow:
             warnings.warn(f"amp bf16: {slow}", RuntimeWarning, stacklevel=2)
         self.out = Path(cfg.out_dir)
         self.data = CropBatches(list_images(cfg.train_dirs), cfg.patch_size)
