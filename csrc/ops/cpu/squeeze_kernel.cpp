@@ -71,6 +71,18 @@ void squeeze_rows(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_
 // (2oy + 1, 2ox + 1): two runs of 2C contiguous elements, one from each of the two rows.
 // RUN > 0 fixes the run length at compile time (RGB: 6 elements), so that the many short
 // copies become inline moves instead of memcpy calls (1.6x faster for the image level).
+//
+// n runs of `run` elements, `from_step` apart in `from`, to `to_step` apart in `to`. A
+// function taking everything by value, not the body of parallel_for's lambda: there,
+// every captured value sits behind a reference that memcpy's byte stores may alias, so
+// GCC reloaded the pointers and sizes for each 24-byte run (3x slower on an AMD Zen 5).
+template <typename U, int64_t RUN>
+void copy_runs(const U* __restrict from, int64_t from_step, U* __restrict to, int64_t to_step, int64_t n,
+               int64_t run) {
+  const int64_t bytes = (RUN > 0 ? RUN : run) * static_cast<int64_t>(sizeof(U));
+  for (int64_t k = 0; k < n; ++k) std::memcpy(to + k * to_step, from + k * from_step, bytes);
+}
+
 template <typename U, int64_t RUN>
 void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
   const int64_t run = RUN > 0 ? RUN : 2 * C, row = 2 * OW * C;  // row: one full-resolution row (W * C)
@@ -79,14 +91,11 @@ void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, i
     for (int64_t t = begin; t < end; ++t) {
       const int64_t full = 2 * t * row;  // (b * 2 OH + 2 oy) * row, as t = b * OH + oy
       const int64_t sq = t * OW * 4 * C;
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        for (int i = 0; i < 2; ++i) {
-          const int64_t f = full + i * row + ox * run, s = sq + ox * 2 * run + i * run;
-          if (unsqueeze) {
-            std::memcpy(dst + f, src + s, run * sizeof(U));
-          } else {
-            std::memcpy(dst + s, src + f, run * sizeof(U));
-          }
+      for (int64_t i = 0; i < 2; ++i) {  // row 2 oy + i holds the i-th run of each squeezed pixel
+        if (unsqueeze) {
+          copy_runs<U, RUN>(src + sq + i * run, 2 * run, dst + full + i * row, run, OW, run);
+        } else {
+          copy_runs<U, RUN>(src + full + i * row, run, dst + sq + i * run, 2 * run, OW, run);
         }
       }
     }
