@@ -283,6 +283,22 @@ def test_squeeze_keeps_channels_last(device, batch, channels):
     assert not [e for e in prof.events() if e.name in ("aten::copy_", "aten::contiguous", "aten::clone")]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("channels", [2, 3, 5])
+def test_squeeze_channels_last_dtypes(dtype, channels):
+    """The NHWC (un)squeeze copies runs of 2C raw elements (C = 3 has a fixed-length copy of
+    its own): every element size and run length is an exact permutation, as the reference."""
+    _require_native("cpu")
+    cl = dict(memory_format=torch.channels_last)
+    x = torch.randn(2, channels, 6, 10, dtype=torch.float64).to(dtype).contiguous(**cl)
+    y = NAT["squeeze2x2"](x)
+    assert y.dtype == dtype and y.is_contiguous(**cl)
+    torch.testing.assert_close(y, REF["squeeze2x2"](x), rtol=0, atol=0)
+    u = torch.randn(2, 4 * channels, 3, 5, dtype=torch.float64).to(dtype).contiguous(**cl)
+    torch.testing.assert_close(NAT["unsqueeze2x2"](u), REF["unsqueeze2x2"](u), rtol=0, atol=0)
+    torch.testing.assert_close(NAT["unsqueeze2x2"](y), x, rtol=0, atol=0)
+
+
 class _SmallNet(torch.nn.Module):
     """Uses every native op once, as the model does."""
 
