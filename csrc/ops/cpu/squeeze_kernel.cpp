@@ -66,12 +66,6 @@ void squeeze_rows(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_
   });
 }
 
-// Channels-last (NHWC): squeezed pixel (oy, ox) holds 4C channels, q = i * 2 + j major,
-// which are the C-vectors of pixels (2oy, 2ox), (2oy, 2ox + 1), (2oy + 1, 2ox),
-// (2oy + 1, 2ox + 1): two runs of 2C contiguous elements, one from each of the two rows.
-// RUN > 0 fixes the run length at compile time (RGB: 6 elements), so that the many short
-// copies become inline moves instead of memcpy calls (1.6x faster for the image level).
-//
 // n runs of `run` elements, `from_step` apart in `from`, to `to_step` apart in `to`. A
 // function taking everything by value, not the body of parallel_for's lambda: there,
 // every captured value sits behind a reference that memcpy's byte stores may alias, so
@@ -83,6 +77,11 @@ void copy_runs(const U* __restrict from, int64_t from_step, U* __restrict to, in
   for (int64_t k = 0; k < n; ++k) std::memcpy(to + k * to_step, from + k * from_step, bytes);
 }
 
+// Channels-last (NHWC): squeezed pixel (oy, ox) holds 4C channels, q = i * 2 + j major,
+// which are the C-vectors of pixels (2oy, 2ox), (2oy, 2ox + 1), (2oy + 1, 2ox),
+// (2oy + 1, 2ox + 1): two runs of 2C contiguous elements, one from each of the two rows.
+// RUN > 0 fixes the run length at compile time (RGB: 6 elements), so that the many short
+// copies become inline moves instead of memcpy calls (1.6x faster for the image level).
 template <typename U, int64_t RUN>
 void squeeze_rows_nhwc(const U* src, U* dst, int64_t B, int64_t C, int64_t OH, int64_t OW, bool unsqueeze) {
   const int64_t run = RUN > 0 ? RUN : 2 * C, row = 2 * OW * C;  // row: one full-resolution row (W * C)
