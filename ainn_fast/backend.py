@@ -39,6 +39,11 @@ _probes: dict[str, Callable[[str], str | None]] = {"reference": lambda device_ty
 
 _selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("ainn_backend", default=None)
 _global: str | None = None
+# What use_backend selected, as a plain global for torch.compile: Dynamo before torch 2.14
+# cannot trace ContextVar.get (a graph break, or an error under fullgraph), while a
+# global it reads is guarded, so a different selection recompiles. Eager code reads the
+# ContextVar; only tracing threads that select different backends at once would differ.
+_traced_selection: str | None = None
 
 
 class BackendUnavailableError(RuntimeError):
@@ -91,18 +96,22 @@ def set_backend(name: str) -> None:
 
 def get_backend() -> str:
     """The backend name in force here: context, then process, then environment."""
-    name = _selected.get() or _global or os.environ.get("AINN_BACKEND") or AUTO
+    selected = _traced_selection if torch.compiler.is_compiling() else _selected.get()
+    name = selected or _global or os.environ.get("AINN_BACKEND") or AUTO
     return _check_name(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Run the enclosed code with backend ``name``."""
+    global _traced_selection
     token = _selected.set(_check_name(name))
+    outer, _traced_selection = _traced_selection, name
     try:
         yield
     finally:
         _selected.reset(token)
+        _traced_selection = outer
 
 
 class Op:

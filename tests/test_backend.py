@@ -50,6 +50,27 @@ def test_use_backend_nests_and_restores(monkeypatch):
     assert ainn_fast.get_backend() == "auto"
 
 
+def test_compiled_code_follows_the_backend_selected_around_it(monkeypatch):
+    # torch.compile sees use_backend through a global it guards on: code compiled under
+    # one backend recompiles under another instead of running the first one's kernels,
+    # and fullgraph holds (torch 2.11's Dynamo could not trace the ContextVar).
+    from torch._dynamo.testing import CompileCounter
+
+    monkeypatch.delenv("AINN_BACKEND", raising=False)
+    monkeypatch.setitem(backend._probes, "triton", lambda device_type: None)
+    op = backend.Op("probe_op", lambda x: x + 1)
+    op.register("triton")(lambda x: x + 2)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    f = torch.compile(lambda x: op(x) * 10, backend=counter, fullgraph=True)
+    x = torch.zeros(3)
+    for name, expected in [("reference", 10.0), ("triton", 20.0), ("reference", 10.0), ("triton", 20.0)]:
+        with ainn_fast.use_backend(name):
+            assert f(x).tolist() == [expected] * 3, name
+    assert counter.frame_count == 2  # one graph per backend, each reused once
+    torch._dynamo.reset()
+
+
 def test_environment_variable_and_set_backend_precedence(monkeypatch):
     monkeypatch.setenv("AINN_BACKEND", "reference")
     assert ainn_fast.get_backend() == "reference"
