@@ -39,10 +39,11 @@ _probes: dict[str, Callable[[str], str | None]] = {"reference": lambda device_ty
 
 _selected: contextvars.ContextVar[str | None] = contextvars.ContextVar("ainn_backend", default=None)
 _global: str | None = None
-# What use_backend selected, as a plain global for torch.compile: Dynamo before torch 2.14
-# cannot trace ContextVar.get (a graph break, or an error under fullgraph), while a
-# global it reads is guarded, so a different selection recompiles. Eager code reads the
-# ContextVar; only tracing threads that select different backends at once would differ.
+# What use_backend selected, as a plain global for torch.compile: Dynamo in torch 2.11
+# (the GPU host's) cannot trace ContextVar.get (a graph break; under fullgraph, an error)
+# and 2.14's recompiles once more than needed, while a global it reads is guarded, so a
+# different selection recompiles. Eager code reads the ContextVar; only tracing threads
+# that select different backends at once would differ.
 _traced_selection: str | None = None
 
 
