@@ -64,11 +64,13 @@ def test_compiled_code_follows_the_backend_selected_around_it(monkeypatch):
     counter = CompileCounter()
     f = torch.compile(lambda x: op(x) * 10, backend=counter, fullgraph=True)
     x = torch.zeros(3)
-    for name, expected in [("reference", 10.0), ("triton", 20.0), ("reference", 10.0), ("triton", 20.0)]:
-        with ainn_fast.use_backend(name):
-            assert f(x).tolist() == [expected] * 3, name
-    assert counter.frame_count == 2  # one graph per backend, each reused once
-    torch._dynamo.reset()
+    try:
+        for name, expected in [("reference", 10.0), ("triton", 20.0), ("reference", 10.0), ("triton", 20.0)]:
+            with ainn_fast.use_backend(name):
+                assert f(x).tolist() == [expected] * 3, name
+        assert counter.frame_count == 2  # one graph per backend, each reused once
+    finally:
+        torch._dynamo.reset()  # leave no graph of the test-local op to later tests
 
 
 def test_environment_variable_and_set_backend_precedence(monkeypatch):
