@@ -105,6 +105,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", dest="init_checkpoint", help="start from these weights (fine-tuning)")
     t.add_argument("--context", default="serial", choices=["serial", "checkerboard"],
                    help="entropy model context (default serial, the paper's)")  # fmt: skip
+    t.add_argument("--quantization", default="noise", choices=["noise", "mixed"],
+                   help="training proxy for rounding: noise everywhere, or mixed: noise for the rate and the "
+                        "rounded latent (straight-through) for context and decoder (default noise)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --output")
     common(t, model_options=False)
 
@@ -335,7 +338,7 @@ def cmd_train(args) -> None:
         steps=args.steps, lr=args.lr, aux_lr=args.aux_lr, clip=args.clip, milestones=args.milestones,
         amp=args.amp, channels_last=args.channels_last, backend=args.backend, val_every=args.val_every,
         ckpt_every=args.ckpt_every, seed=args.seed, device=args.device, init_checkpoint=args.init_checkpoint,
-        context=args.context,
+        context=args.context, quantization=args.quantization,
     )
     trainer = train(cfg)
     if trainer.rank == 0:

@@ -60,6 +60,7 @@ class TrainConfig:
     workers: int = 0
     init_checkpoint: str | None = None  # start from these weights (fine-tuning)
     context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
+    quantization: str = "noise"  # or "mixed" (rounded latent, straight-through, for context and decoder)
 
 
 def list_images(dirs: list[str]) -> list[Path]:
@@ -159,6 +160,8 @@ class Trainer:
             self.optimizer = torch.optim.SGD(net, lr=cfg.lr, momentum=0.9)
         else:
             raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adam or sgd")
+        if cfg.quantization not in ("noise", "mixed"):
+            raise InputError(f"unknown quantization {cfg.quantization!r}; use noise or mixed")
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)
         self.step = 0
@@ -225,7 +228,7 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
         )
         with use_backend(cfg.backend), amp:
-            out = self.net(x)
+            out = self.net(x, quantization=cfg.quantization)
         out = {"x_hat": out["x_hat"].float(), "likelihoods": {k: v.float() for k, v in out["likelihoods"].items()}}
         losses = self.criterion(out, x)
         self.optimizer.zero_grad(set_to_none=True)

@@ -108,6 +108,34 @@ def test_train_adds_uniform_noise_and_updates_batchnorm(tiny):
     tiny.train()
 
 
+def test_mixed_quantization_rounds_for_context_and_decoder_with_a_straight_through_gradient(tiny):
+    tiny.train()
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, 64, 64)
+    seen = []
+    hook = tiny.context_prediction.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    try:
+        a = tiny(x, quantization="mixed")
+        b = tiny(x, quantization="mixed")
+    finally:
+        hook.remove()
+    y = tiny.g_a(x).detach()
+    assert torch.equal(seen[0].detach(), torch.round(y))  # the context model sees the rounded latent
+    # The decoder path is noise-free (same x_hat twice, and the eval-mode rounding's
+    # synthesis up to BatchNorm's batch statistics); the rate keeps its noise proxy.
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    assert torch.allclose(a["x_hat"], tiny.g_s(torch.round(y)), atol=1e-6)
+    assert not torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])
+    # Straight through: the decoder's output has a gradient with respect to the input
+    # image (through the analysis transform), which true rounding would cut to zero.
+    xg = x.clone().requires_grad_()
+    tiny(xg, quantization="mixed")["x_hat"].sum().backward()
+    assert xg.grad.abs().sum() > 0
+    tiny.zero_grad()
+    with pytest.raises(ValueError, match="unknown quantization"):
+        tiny(x, quantization="round")
+
+
 def test_pdm_step_keeps_the_authors_identity_inside_u():
     torch.manual_seed(1)
     step = ProgressiveDenoiser(4, (8, 8)).eval()

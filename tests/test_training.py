@@ -38,8 +38,9 @@ def config(photo_dirs, out, **kw):
     return TrainConfig(**base)
 
 
-def test_steps_lower_the_loss(photo_dirs, tmp_path):
-    trainer = Trainer(config(photo_dirs, tmp_path, steps=30, batch_size=2, val_every=30))
+@pytest.mark.parametrize("quantization", ["noise", "mixed"])
+def test_steps_lower_the_loss(photo_dirs, tmp_path, quantization):
+    trainer = Trainer(config(photo_dirs, tmp_path, steps=30, batch_size=2, val_every=30, quantization=quantization))
     history = trainer.run(progress=False)
     first = np.mean([h["loss"] for h in history[:3]])
     last = np.mean([h["loss"] for h in history[-3:]])
@@ -153,6 +154,15 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     assert rc == 2 and "holds a run already" in capsys.readouterr().err
     rc = main(["train", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
     assert rc == 2 and "no such folder" in capsys.readouterr().err
+    rc = main(argv + ["--quantization", "round"])
+    assert rc == 2 and "invalid choice: 'round'" in capsys.readouterr().err
+
+
+def test_unknown_quantization_is_refused_before_training(photo_dirs, tmp_path):
+    from ainn_fast.errors import InputError
+
+    with pytest.raises(InputError, match="unknown quantization 'round'"):
+        Trainer(config(photo_dirs, tmp_path, quantization="round"))
 
 
 def test_restore_bounds_undoes_fp16_rounding_of_the_likelihood_bound():

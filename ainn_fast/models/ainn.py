@@ -108,7 +108,15 @@ class AINN(CompressionModel):
                 x1, x2 = self.ms_cfrm(y_hat, x1, x2)
         return self.fdsm_s(x1, x2)
 
-    def forward(self, x: torch.Tensor) -> dict:
+    def forward(self, x: torch.Tensor, quantization: str = "noise") -> dict:
+        """RD forward pass. ``quantization`` chooses the training-mode proxy for rounding:
+        ``"noise"`` (additive uniform noise for the rate, the context model and the
+        decoder alike, as in the reference code) or ``"mixed"`` (noise for the rate, the
+        rounded latent with a straight-through gradient for the context model and the
+        decoder, which then train on the values they see at test time). Evaluation mode
+        always rounds."""
+        if quantization not in ("noise", "mixed"):
+            raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         h, w = x.shape[-2:]
         if x.dim() != 4 or x.shape[1] != 3 or h % STRIDE or w % STRIDE:
             raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {STRIDE}, got {tuple(x.shape)}")
@@ -116,9 +124,12 @@ class AINN(CompressionModel):
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
-        # Training: additive uniform noise (seen by context model and decoder alike, as
-        # in the reference code); evaluation: rounding.
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        if not self.training:
+            y_hat = self.gaussian_conditional.quantize(y, "dequantize")
+        elif quantization == "mixed":
+            y_hat = y + (torch.round(y) - y).detach()
+        else:
+            y_hat = self.gaussian_conditional.quantize(y, "noise")
         ctx_params = self.context_prediction(y_hat)
         gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
         scales_hat, means_hat = gaussian_params.chunk(2, 1)
