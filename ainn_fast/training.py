@@ -29,7 +29,7 @@ from .checkpoint import load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
 from .losses import RateDistortionLoss, lambda_for
-from .models import STRIDE
+from .models import QUANTIZATIONS, STRIDE
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm"}
 
@@ -160,7 +160,7 @@ class Trainer:
             self.optimizer = torch.optim.SGD(net, lr=cfg.lr, momentum=0.9)
         else:
             raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adam or sgd")
-        if cfg.quantization not in ("noise", "mixed"):
+        if cfg.quantization not in QUANTIZATIONS:
             raise InputError(f"unknown quantization {cfg.quantization!r}; use noise or mixed")
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)

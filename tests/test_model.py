@@ -121,8 +121,8 @@ def test_mixed_quantization_rounds_for_context_and_decoder_with_a_straight_throu
         hook.remove()
     y = tiny.g_a(x).detach()
     assert torch.equal(seen[0].detach(), torch.round(y))  # the context model sees the rounded latent
-    # The decoder path is noise-free (same x_hat twice, and the eval-mode rounding's
-    # synthesis up to BatchNorm's batch statistics); the rate keeps its noise proxy.
+    # The decoder sees round(y) too, with no noise (the same x_hat twice); the rate
+    # keeps its noise proxy.
     assert torch.equal(a["x_hat"], b["x_hat"])
     assert torch.allclose(a["x_hat"], tiny.g_s(torch.round(y)), atol=1e-6)
     assert not torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])

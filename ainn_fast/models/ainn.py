@@ -15,6 +15,7 @@ from ..layers.context import CheckerboardContext
 from .config import AINNConfig
 
 STRIDE = 64  # total downsampling with the hyperprior: inputs must be multiples of it
+QUANTIZATIONS = ("noise", "mixed")  # training-mode proxies for rounding (see AINN.forward)
 
 
 class AINN(CompressionModel):
@@ -115,7 +116,7 @@ class AINN(CompressionModel):
         rounded latent with a straight-through gradient for the context model and the
         decoder, which then train on the values they see at test time). Evaluation mode
         always rounds."""
-        if quantization not in ("noise", "mixed"):
+        if quantization not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         h, w = x.shape[-2:]
         if x.dim() != 4 or x.shape[1] != 3 or h % STRIDE or w % STRIDE:
