@@ -70,17 +70,41 @@ def test_unknown_names_are_refused():
         zoo.ainn(1, pretrained=True)
 
 
+def _capture_context_means_and_decoder_input(model):
+    """Hooks that record the context model's input, the means and the decoder's input."""
+    seen = {}
+
+    def keep(name, pick):
+        def hook(module, inp, out):  # returns None: the output stays as it is
+            seen.setdefault(name, pick(inp, out))
+
+        return hook
+
+    hooks = [
+        model.context_prediction.register_forward_hook(keep("ctx", lambda inp, out: inp[0])),
+        model.entropy_parameters.register_forward_hook(keep("means", lambda inp, out: out.chunk(2, 1)[1])),
+        model.cfrm[0].register_forward_hook(keep("dec", lambda inp, out: inp[0])),
+    ]
+    return seen, hooks
+
+
 def test_eval_rounds_and_is_deterministic(tiny):
     tiny.eval()
+    torch.manual_seed(5)
     x = torch.rand(1, 3, 64, 64)
-    seen = []
-    hook = tiny.context_prediction.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    seen, hooks = _capture_context_means_and_decoder_input(tiny)
     with torch.no_grad():
         a, b = tiny(x), tiny(x)
-    hook.remove()
+        y = tiny.g_a(x)
+    for hook in hooks:
+        hook.remove()
     assert torch.equal(a["x_hat"], b["x_hat"])
-    y_hat = seen[0]
-    assert torch.equal(y_hat, torch.round(y_hat))  # rounded latent
+    assert torch.equal(seen["ctx"], torch.round(y))  # the context model sees the rounded latent
+    # The decoder sees what a file's decoder reconstructs: the symbols round(y - mean)
+    # plus the means, so evaluation measures the PSNR files give.
+    means = seen["means"]
+    assert torch.equal(seen["dec"], means + torch.round(y - means))
+    assert not torch.equal(seen["dec"], torch.round(y))
     tiny.train()
 
 
@@ -112,19 +136,22 @@ def test_mixed_quantization_rounds_for_context_and_decoder_with_a_straight_throu
     tiny.train()
     torch.manual_seed(3)
     x = torch.rand(2, 3, 64, 64)
-    seen = []
-    hook = tiny.context_prediction.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    seen, hooks = _capture_context_means_and_decoder_input(tiny)
     try:
         a = tiny(x, quantization="mixed")
         b = tiny(x, quantization="mixed")
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     y = tiny.g_a(x).detach()
-    assert torch.equal(seen[0].detach(), torch.round(y))  # the context model sees the rounded latent
-    # The decoder sees round(y) too, with no noise (the same x_hat twice); the rate
-    # keeps its noise proxy.
-    assert torch.equal(a["x_hat"], b["x_hat"])
-    assert torch.allclose(a["x_hat"], tiny.g_s(torch.round(y)), atol=1e-6)
+    assert torch.equal(seen["ctx"].detach(), torch.round(y))  # the context model sees the rounded latent
+    # The decoder sees round(y - mean) + mean, as a file's decoder does, with no noise of
+    # its own (the means move with the hyper-latent's noise); the rate keeps its noise proxy.
+    means = seen["means"].detach()
+    y_dec = means + torch.round(y - means)
+    assert torch.equal(seen["dec"].detach(), y_dec)
+    with torch.no_grad():
+        assert torch.allclose(a["x_hat"], tiny.g_s(y_dec), atol=1e-6)
     assert not torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])
     # Straight through: the decoder's output has a gradient with respect to the input
     # image (through the analysis transform), which true rounding would cut to zero.

@@ -112,10 +112,13 @@ class AINN(CompressionModel):
     def forward(self, x: torch.Tensor, quantization: str = "noise") -> dict:
         """RD forward pass. ``quantization`` chooses the training-mode proxy for rounding:
         ``"noise"`` (additive uniform noise for the rate, the context model and the
-        decoder alike, as in the reference code) or ``"mixed"`` (noise for the rate, the
-        rounded latent with a straight-through gradient for the context model and the
-        decoder, which then train on the values they see at test time). Evaluation mode
-        always rounds."""
+        decoder alike, as in the reference code) or ``"mixed"`` (noise for the rate; the
+        context model sees round(y) and the decoder round(y - mean) + mean, both with a
+        straight-through gradient). Evaluation mode rounds: the context model sees
+        round(y), as in CompressAI, and the decoder round(y - mean) + mean, the values
+        a real decoder reconstructs from the file (symbols plus means), so the
+        evaluation's PSNR is the one files give, not that of an integer grid they never
+        deliver."""
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         h, w = x.shape[-2:]
@@ -125,16 +128,21 @@ class AINN(CompressionModel):
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
-        if not self.training:
-            y_hat = self.gaussian_conditional.quantize(y, "dequantize")
-        elif quantization == "mixed":
-            y_hat = y + (torch.round(y) - y).detach()
+        rounded = not self.training or quantization == "mixed"
+        # Straight through: the value rounded exactly, the gradient of the identity in y.
+        through = y - y.detach()
+        if rounded:
+            y_ctx = torch.round(y).detach() + through
         else:
-            y_hat = self.gaussian_conditional.quantize(y, "noise")
-        ctx_params = self.context_prediction(y_hat)
+            y_ctx = self.gaussian_conditional.quantize(y, "noise")
+        ctx_params = self.context_prediction(y_ctx)
         gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
         scales_hat, means_hat = gaussian_params.chunk(2, 1)
         _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        if rounded:
+            y_hat = (means_hat + torch.round(y - means_hat)).detach() + through
+        else:
+            y_hat = y_ctx
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
