@@ -107,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="entropy model context (default serial, the paper's)")  # fmt: skip
     t.add_argument("--quantization", default="noise", choices=["noise", "mixed"],
                    help="training proxy for rounding: noise everywhere, or mixed: noise for the rate and the "
-                        "rounded latent (straight-through) for context and decoder (default noise)")
+                        "rounded latent (straight-through): round(y) for the context, round(y - mean) + mean for "
+                        "the decoder, as a file's decoder has (default noise)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --output")
     common(t, model_options=False)
 

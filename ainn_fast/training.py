@@ -60,7 +60,7 @@ class TrainConfig:
     workers: int = 0
     init_checkpoint: str | None = None  # start from these weights (fine-tuning)
     context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
-    quantization: str = "noise"  # or "mixed" (rounded latent, straight-through, for context and decoder)
+    quantization: str = "noise"  # or "mixed": noise for the rate, rounding straight through (AINN.forward)
 
 
 def list_images(dirs: list[str]) -> list[Path]:
