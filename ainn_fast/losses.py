@@ -46,12 +46,16 @@ class RateDistortionLoss(nn.Module):
 
     def forward(self, output: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
         n, _, h, w = target.shape
-        out = {"bpp_loss": bpp(output["likelihoods"], n * h * w)}
+        return self.with_rate(bpp(output["likelihoods"], n * h * w), output["x_hat"], target)
+
+    def with_rate(self, rate, x_hat: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The same loss for a rate known otherwise (bits per pixel of a real file)."""
+        out = {"bpp_loss": torch.as_tensor(rate, dtype=torch.float32)}
         if self.metric == "mse":
-            out["mse_loss"] = nn.functional.mse_loss(output["x_hat"], target)
+            out["mse_loss"] = nn.functional.mse_loss(x_hat, target)
             out["loss"] = self.lmbda * 255**2 * out["mse_loss"] + out["bpp_loss"]
         else:
-            out["ms_ssim_loss"] = ms_ssim(output["x_hat"], target, data_range=1.0)
+            out["ms_ssim_loss"] = ms_ssim(x_hat, target, data_range=1.0)
             out["loss"] = self.lmbda * (1 - out["ms_ssim_loss"]) + out["bpp_loss"]
         return out
 

@@ -250,25 +250,44 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """RD loss, estimated bpp and PSNR on the validation images (eval mode: rounding)."""
+        """Two measures on the validation images, in fp32. ``val_*``: the RD loss the model's
+        forward estimates (evaluation mode, centre crop to a multiple of 64). ``val_file_*``:
+        the real thing, each whole image coded as a file would be (format 2 latents: exact
+        rate in bytes, the decoder's own y_hat, 8-bit reconstruction); the weights to ship
+        are chosen on ``val_file_loss``, since the forward estimate can rank runs wrongly
+        (docs/training-history.md)."""
+        from .codec import _pad
+        from .entropy_coding import encode_latents
+
         self.model.eval()
+        self.model.update(force=True)  # CDF tables of the current weights
+        self.model.__dict__.pop("_ainn_fixed_point", None)  # its fixed-point copy is stale
         totals: dict[str, float] = {}
+        files: dict[str, float] = {}
         for f in self.val_files:
-            x = _load_rgb(f).float().div(255)[None]
-            h, w = (x.shape[2] // STRIDE) * STRIDE, (x.shape[3] // STRIDE) * STRIDE
+            full = _load_rgb(f).float().div(255)[None].to(self.device)
+            h, w = (full.shape[2] // STRIDE) * STRIDE, (full.shape[3] // STRIDE) * STRIDE
             if h == 0 or w == 0:
                 continue
-            top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
-            x = x[:, :, top : top + h, left : left + w].to(self.device)
+            top, left = (full.shape[2] - h) // 2, (full.shape[3] - w) // 2
+            x = full[:, :, top : top + h, left : left + w]
             with use_backend(self.cfg.backend):
                 out = self.model(x)
-            out["x_hat"] = out["x_hat"].clamp(0, 1)
-            for k, v in self.criterion(out, x).items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+                out["x_hat"] = out["x_hat"].clamp(0, 1)
+                for k, v in self.criterion(out, x).items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+                (y_string,), (z_string,), y_hat = encode_latents(self.model, self.model.g_a(_pad(full)))
+                x_hat = self.model.g_s(y_hat)[:, :, : full.shape[2], : full.shape[3]]
+            rate = 8 * (len(y_string) + len(z_string)) / (full.shape[2] * full.shape[3])
+            x8 = x_hat.clamp(0, 1).mul(255).round().div(255)  # what a decoded file holds
+            for k, v in self.criterion.with_rate(rate, x8, full).items():
+                files[k] = files.get(k, 0.0) + float(v)
+            files["psnr"] = files.get("psnr", 0.0) + psnr(float((x8 - full).square().mean()))
         n = max(1, len(self.val_files))
         stats = {f"val_{k}": v / n for k, v in totals.items()}
         if "val_mse_loss" in stats:
             stats["val_psnr"] = psnr(stats["val_mse_loss"])
+        stats.update({f"val_file_{k}": v / n for k, v in files.items()})  # psnr: mean over images
         return stats
 
     def run(self, progress: bool = True) -> list[dict]:
@@ -289,8 +308,8 @@ class Trainer:
                 stats["step"] = self.step
                 if self.val_files and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     stats.update(self.validate())
-                    if stats["val_loss"] < self.best_val_loss:  # the weights to ship: chosen on held-out images
-                        self.best_val_loss = stats["val_loss"]
+                    if stats["val_file_loss"] < self.best_val_loss:  # the weights to ship: real files, held out
+                        self.best_val_loss = stats["val_file_loss"]
                         self.save("best", with_state=False)
                 if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                     self.save()

@@ -14,6 +14,7 @@ from skimage import data
 
 from ainn_fast import use_backend
 from ainn_fast.cli import main
+from ainn_fast.losses import lambda_for
 from ainn_fast.training import TrainConfig, Trainer, step_seed
 
 
@@ -68,11 +69,31 @@ def test_best_checkpoint_holds_the_weights_of_the_lowest_validation_loss(photo_d
     assert resumed.resume()
     resumed.run(progress=False)
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    best = min(logged, key=lambda h: h["val_loss"])
+    best = min(logged, key=lambda h: h["val_file_loss"])  # chosen on real files
     assert (tmp_path / "best.safetensors").exists() and not (tmp_path / "best.state.pt").exists()
     check = Trainer(config(photo_dirs, tmp_path / "check", init_checkpoint=str(tmp_path / "best.safetensors")))
-    assert check.validate()["val_loss"] == pytest.approx(best["val_loss"], rel=1e-6)
-    assert resumed.best_val_loss == best["val_loss"]
+    assert check.validate()["val_file_loss"] == pytest.approx(best["val_file_loss"], rel=1e-6)
+    assert resumed.best_val_loss == best["val_file_loss"]
+
+
+def test_validation_measures_what_a_real_file_gives(photo_dirs, tmp_path):
+    """val_file_* must be the bytes of the file ainn compress writes (less the container
+    header) and the PSNR of what ainn decompress returns."""
+    from ainn_fast import codec, container
+
+    trainer = Trainer(config(photo_dirs, tmp_path, steps=3))
+    trainer.run(progress=False)
+    stats = trainer.validate()
+    model = codec.prepare_model(trainer.model)
+    image = Image.open(photo_dirs / "val" / "c.png")
+    data = codec.compress(image, model=model)
+    c = container.unpack(data)
+    pixels = image.width * image.height
+    assert stats["val_file_bpp_loss"] == pytest.approx(8 * (len(c.y) + len(c.z)) / pixels, rel=1e-6)
+    decoded = np.asarray(codec.decompress(data, model=model), dtype=np.float64)
+    mse = np.mean((decoded - np.asarray(image, dtype=np.float64)) ** 2)
+    assert stats["val_file_psnr"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-4)
+    assert stats["val_file_loss"] == pytest.approx(lambda_for(6) * mse + stats["val_file_bpp_loss"], rel=1e-5)
 
 
 def test_crops_are_a_pure_function_of_seed_step_rank(photo_dirs):
