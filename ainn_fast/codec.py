@@ -117,7 +117,7 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
+def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = -h % STRIDE, -w % STRIDE
     # Edge replication: no artificial edge for the transform to spend bits on.
@@ -149,7 +149,7 @@ def encode(
         raise InputError(f"image is {width}x{height}; each side must be 1..{container.MAX_SIDE}")
     check_memory(width, height, dev)
     with torch.no_grad():
-        y = model.g_a(_pad(prepared.rgb.to(dev)))
+        y = model.g_a(pad_to_stride(prepared.rgb.to(dev)))
     context = model.config.context
     if version == 1:
         if context != "serial":

@@ -50,7 +50,7 @@ class RateDistortionLoss(nn.Module):
 
     def with_rate(self, rate, x_hat: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same loss for a rate known otherwise (bits per pixel of a real file)."""
-        out = {"bpp_loss": torch.as_tensor(rate, dtype=torch.float32)}
+        out = {"bpp_loss": rate if torch.is_tensor(rate) else torch.tensor(rate)}
         if self.metric == "mse":
             out["mse_loss"] = nn.functional.mse_loss(x_hat, target)
             out["loss"] = self.lmbda * 255**2 * out["mse_loss"] + out["bpp_loss"]

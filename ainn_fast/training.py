@@ -256,12 +256,13 @@ class Trainer:
         rate in bytes, the decoder's own y_hat, 8-bit reconstruction); the weights to ship
         are chosen on ``val_file_loss``, since the forward estimate can rank runs wrongly
         (docs/training-history.md)."""
-        from .codec import _pad
+        from .codec import pad_to_stride
         from .entropy_coding import encode_latents
 
         self.model.eval()
-        self.model.update(force=True)  # CDF tables of the current weights
-        self.model.__dict__.pop("_ainn_fixed_point", None)  # its fixed-point copy is stale
+        # CDF tables of the current weights. The fixed-point copy needs no reset: it is
+        # cached only for prepared (hashed) models, which the trainer's model never is.
+        self.model.update(force=True)
         totals: dict[str, float] = {}
         files: dict[str, float] = {}
         for f in self.val_files:
@@ -276,7 +277,7 @@ class Trainer:
                 out["x_hat"] = out["x_hat"].clamp(0, 1)
                 for k, v in self.criterion(out, x).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
-                (y_string,), (z_string,), y_hat = encode_latents(self.model, self.model.g_a(_pad(full)))
+                (y_string,), (z_string,), y_hat = encode_latents(self.model, self.model.g_a(pad_to_stride(full)))
                 x_hat = self.model.g_s(y_hat)[:, :, : full.shape[2], : full.shape[3]]
             rate = 8 * (len(y_string) + len(z_string)) / (full.shape[2] * full.shape[3])
             x8 = x_hat.clamp(0, 1).mul(255).round().div(255)  # what a decoded file holds

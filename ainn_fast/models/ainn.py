@@ -129,9 +129,9 @@ class AINN(CompressionModel):
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
         rounded = not self.training or quantization == "mixed"
-        # Straight through: the value rounded exactly, the gradient of the identity in y.
-        through = y - y.detach()
         if rounded:
+            # Straight through: the value rounded exactly, the gradient of the identity in y.
+            through = y - y.detach()
             y_ctx = torch.round(y).detach() + through
         else:
             y_ctx = self.gaussian_conditional.quantize(y, "noise")
