@@ -9,6 +9,7 @@ without saving any RNG state.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from PIL import Image
 
 from . import zoo
 from .backend import use_backend
-from .checkpoint import load_model, restore_bounds, save_model, with_context
+from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
 from .losses import RateDistortionLoss, lambda_for
@@ -262,7 +263,7 @@ class Trainer:
         self.model.eval()
         # CDF tables of the current weights. The fixed-point copy needs no reset: it is
         # cached only for prepared (hashed) models, which the trainer's model never is.
-        self.model.update(force=True)
+        derive_cdf_tables_on_cpu(self.model)
         totals: dict[str, float] = {}
         files: dict[str, float] = {}
         for f in self.val_files:
@@ -328,6 +329,21 @@ class Trainer:
             if log:
                 log.close()
         return history
+
+
+def derive_cdf_tables_on_cpu(model: torch.nn.Module) -> None:
+    """Give ``model`` (on any device) the CDF tables a file of its weights is coded with:
+    codec.prepare_model derives them on the CPU, and a GPU's floats can differ."""
+    from compressai.entropy_models import EntropyModel
+
+    cpu = copy.deepcopy(model).cpu()
+    cpu.update(force=True)
+    for name, module in model.named_modules():
+        if isinstance(module, EntropyModel):
+            derived = cpu.get_submodule(name)
+            for key, value in derived.named_buffers(recurse=False):
+                if is_derived(key):
+                    setattr(module, key, value.to(getattr(module, key).device))
 
 
 def init_distributed(device: str) -> None:

@@ -1,5 +1,6 @@
 """Training: the loss falls, a resumed run repeats the same losses, DDP equals one process."""
 
+import copy
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from skimage import data
 
 from ainn_fast import use_backend
 from ainn_fast.cli import main
+from ainn_fast.checkpoint import is_derived
 from ainn_fast.losses import lambda_for
 from ainn_fast.training import TrainConfig, Trainer, step_seed
 
@@ -94,6 +96,27 @@ def test_validation_measures_what_a_real_file_gives(photo_dirs, tmp_path):
     mse = np.mean((decoded - np.asarray(image, dtype=np.float64)) ** 2)
     assert stats["val_file_psnr"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-4)
     assert stats["val_file_loss"] == pytest.approx(lambda_for(6) * mse + stats["val_file_bpp_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_validation_codes_with_the_cdf_tables_a_file_gets(device):
+    """On any training device, the tables validation codes with are the CPU-derived ones
+    codec.prepare_model gives every file (floats on a GPU may differ by an ulp)."""
+    from ainn_fast import codec, zoo
+    from ainn_fast.training import derive_cdf_tables_on_cpu
+
+    torch.manual_seed(0)
+    model = zoo.ainn(6, config="tiny").to(device)
+    with torch.no_grad():  # quantiles and scales that are not the initial ones
+        model.entropy_bottleneck.quantiles.add_(torch.randn_like(model.entropy_bottleneck.quantiles))
+    derive_cdf_tables_on_cpu(model)
+    expected = codec.prepare_model(copy.deepcopy(model).cpu()).state_dict()
+    tables = {k: v for k, v in model.state_dict().items() if is_derived(k) and not k.endswith("mask")}
+    assert len(tables) == 7
+    for key, value in tables.items():
+        assert value.device.type == device
+        assert torch.equal(value.cpu(), expected[key]), key
 
 
 def test_crops_are_a_pure_function_of_seed_step_rank(photo_dirs):
