@@ -109,6 +109,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="training proxy for rounding: noise everywhere, or mixed: noise for the rate and the "
                         "rounded latent (straight-through): round(y) for the context, round(y - mean) + mean for "
                         "the decoder, as a file's decoder has (default noise)")
+    t.add_argument("--context-passes", type=int, default=1,
+                   help="with --quantization mixed: run the context model this many times, each fed the "
+                        "previous pass's round(y - mean) + mean, closer to what a file's context sees (default 1)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue a run found in --output")
     common(t, model_options=False)
 
@@ -339,7 +342,7 @@ def cmd_train(args) -> None:
         steps=args.steps, lr=args.lr, aux_lr=args.aux_lr, clip=args.clip, milestones=args.milestones,
         amp=args.amp, channels_last=args.channels_last, backend=args.backend, val_every=args.val_every,
         ckpt_every=args.ckpt_every, seed=args.seed, device=args.device, init_checkpoint=args.init_checkpoint,
-        context=args.context, quantization=args.quantization,
+        context=args.context, quantization=args.quantization, context_passes=args.context_passes,
     )
     trainer = train(cfg)
     if trainer.rank == 0:

@@ -62,6 +62,7 @@ class TrainConfig:
     init_checkpoint: str | None = None  # start from these weights (fine-tuning)
     context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
     quantization: str = "noise"  # or "mixed": noise for the rate, rounding straight through (AINN.forward)
+    context_passes: int = 1  # mixed only: passes of the context model, each fed the last pass's y_hat
 
 
 def list_images(dirs: list[str]) -> list[Path]:
@@ -163,6 +164,8 @@ class Trainer:
             raise InputError(f"unknown optimizer {cfg.optimizer!r}; use adam or sgd")
         if cfg.quantization not in QUANTIZATIONS:
             raise InputError(f"unknown quantization {cfg.quantization!r}; use noise or mixed")
+        if cfg.context_passes < 1 or (cfg.context_passes > 1 and cfg.quantization != "mixed"):
+            raise InputError(f"--context-passes {cfg.context_passes}: use 1, or more with --quantization mixed")
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)
         self.step = 0
@@ -229,7 +232,7 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
         )
         with use_backend(cfg.backend), amp:
-            out = self.net(x, quantization=cfg.quantization)
+            out = self.net(x, quantization=cfg.quantization, context_passes=cfg.context_passes)
         out = {"x_hat": out["x_hat"].float(), "likelihoods": {k: v.float() for k, v in out["likelihoods"].items()}}
         losses = self.criterion(out, x)
         self.optimizer.zero_grad(set_to_none=True)
@@ -274,7 +277,7 @@ class Trainer:
             top, left = (full.shape[2] - h) // 2, (full.shape[3] - w) // 2
             x = full[:, :, top : top + h, left : left + w]
             with use_backend(self.cfg.backend):
-                out = self.model(x)
+                out = self.model(x, context_passes=self.cfg.context_passes)  # the run's own proxy
                 out["x_hat"] = out["x_hat"].clamp(0, 1)
                 for k, v in self.criterion(out, x).items():
                     totals[k] = totals.get(k, 0.0) + float(v)

@@ -41,9 +41,10 @@ def config(photo_dirs, out, **kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("quantization", ["noise", "mixed"])
-def test_steps_lower_the_loss(photo_dirs, tmp_path, quantization):
-    trainer = Trainer(config(photo_dirs, tmp_path, steps=30, batch_size=2, val_every=30, quantization=quantization))
+@pytest.mark.parametrize("quantization, passes", [("noise", 1), ("mixed", 1), ("mixed", 4)])
+def test_steps_lower_the_loss(photo_dirs, tmp_path, quantization, passes):
+    trainer = Trainer(config(photo_dirs, tmp_path, steps=30, batch_size=2, val_every=30, quantization=quantization,
+                             context_passes=passes))
     history = trainer.run(progress=False)
     first = np.mean([h["loss"] for h in history[:3]])
     last = np.mean([h["loss"] for h in history[-3:]])
@@ -200,6 +201,8 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     assert rc == 2 and "no such folder" in capsys.readouterr().err
     rc = main(argv + ["--quantization", "round"])
     assert rc == 2 and "invalid choice: 'round'" in capsys.readouterr().err
+    rc = main(argv + ["--context-passes", "2"])  # the default quantization, noise, has no y_hat to feed back
+    assert rc == 2 and "--context-passes 2: use 1, or more with --quantization mixed" in capsys.readouterr().err
 
 
 def test_unknown_quantization_is_refused_before_training(photo_dirs, tmp_path):
@@ -207,6 +210,8 @@ def test_unknown_quantization_is_refused_before_training(photo_dirs, tmp_path):
 
     with pytest.raises(InputError, match="unknown quantization 'round'"):
         Trainer(config(photo_dirs, tmp_path, quantization="round"))
+    with pytest.raises(InputError, match="--context-passes 2"):
+        Trainer(config(photo_dirs, tmp_path, context_passes=2))  # noise has no rounded y_hat to feed back
 
 
 def test_restore_bounds_undoes_fp16_rounding_of_the_likelihood_bound():
