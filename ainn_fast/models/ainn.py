@@ -148,21 +148,23 @@ class AINN(CompressionModel):
             scales, means = self.entropy_parameters(torch.cat((params, ctx_params), dim=1)).chunk(2, 1)
             return scales, means
 
+        def file_y_hat(means: torch.Tensor) -> torch.Tensor:  # what a file's decoder reconstructs
+            return means + torch.round(y - means)
+
         if rounded:
             # Straight through: the value rounded exactly, the gradient of the identity in y.
             through = y - y.detach()
-            y_ctx = torch.round(y).detach()
+            y_ctx = torch.round(y)
             with torch.no_grad():
                 for _ in range(context_passes - 1):
-                    means = gaussian_params_of(y_ctx)[1]
-                    y_ctx = means + torch.round(y - means)
+                    y_ctx = file_y_hat(gaussian_params_of(y_ctx)[1])
             y_ctx = y_ctx.detach() + through
         else:
             y_ctx = self.gaussian_conditional.quantize(y, "noise")
         scales_hat, means_hat = gaussian_params_of(y_ctx)
         _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
         if rounded:
-            y_hat = (means_hat + torch.round(y - means_hat)).detach() + through
+            y_hat = file_y_hat(means_hat).detach() + through
         else:
             y_hat = y_ctx
         x_hat = self.g_s(y_hat)
