@@ -154,11 +154,11 @@ class AINN(CompressionModel):
         if rounded:
             # Straight through: the value rounded exactly, the gradient of the identity in y.
             through = y - y.detach()
-            y_ctx = torch.round(y)
             with torch.no_grad():
+                y_ctx = torch.round(y)
                 for _ in range(context_passes - 1):
                     y_ctx = file_y_hat(gaussian_params_of(y_ctx)[1])
-            y_ctx = y_ctx.detach() + through
+            y_ctx = y_ctx + through
         else:
             y_ctx = self.gaussian_conditional.quantize(y, "noise")
         scales_hat, means_hat = gaussian_params_of(y_ctx)
