@@ -4,7 +4,7 @@ the same run on the same machine (ratios are only meaningful that way).
 Rows per configuration: end-to-end encode (image -> file bytes) and decode (file bytes ->
 image), the decode's two parts (wavefront latent decode, synthesis), and the serial loops
 it replaces: format 1's float raster loop (CompressAI's structure, our trimmed tables) and
-the int64 serial reference of format 2. CompressAI's own mbt2018 (N = M = 192, the same
+the int64 serial reference of formats 2 and 3. CompressAI's own mbt2018 (N = M = 192, the same
 joint hyperprior + 5x5 context model, untrained weights: timing only) is measured on the
 same image as the outside baseline.
 """
@@ -81,7 +81,10 @@ def bench_config(
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
-    latent_s, y_hat = timed(lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device), device, repeat)
+    shifts = [c.header.scale_shift]
+    latent_s, y_hat = timed(
+        lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device, scale_shifts=shifts), device, repeat
+    )
     with torch.no_grad():
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
     row = {
@@ -91,6 +94,7 @@ def bench_config(
         "trained_weights": trained,
         "parameters": sum(p.numel() for p in model.parameters()),
         "bytes": len(data),
+        "format": c.header.version,
         "bpp": 8 * len(data) / (w * h),
         "encode_s": encode_s,
         "decode_s": decode_s,
@@ -105,7 +109,7 @@ def bench_config(
             lambda: entropy_coding.decode_latents_v1(model, o.y, o.z, latent), device, 1, warmup=0
         )
         row["serial_reference_decode_latents_s"], _ = timed(
-            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent), device, 1, warmup=0
+            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent, c.header.scale_shift), device, 1, warmup=0
         )
     return row
 
@@ -183,7 +187,7 @@ def report(results: dict) -> str:
                 f"        serial loops: float v1 {r['serial_v1_decode_latents_s'] * 1e3:.0f} ms "
                 f"({r['serial_v1_decode_latents_s'] / r['decode_latents_s']:.1f}x the wavefront), int64 reference "
                 f"{r['serial_reference_decode_latents_s'] * 1e3:.0f} ms; v1 file {r['v1_bytes']} B "
-                f"(format 2 {100 * (r['bytes'] / r['v1_bytes'] - 1):+.2f} %)"
+                f"(format {r.get('format', 2)} {100 * (r['bytes'] / r['v1_bytes'] - 1):+.2f} %)"
             )
         if base:
             lines.append(f"        CompressAI mbt2018 decode / this decode: {base['decode_s'] / r['decode_s']:.1f}x")

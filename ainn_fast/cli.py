@@ -278,7 +278,8 @@ def cmd_info(args) -> None:
     c = container.unpack(data)
     h = c.header
     print(f"file:     {args.input} ({len(data)} bytes)")
-    order = {1: "float parameters, raster order", 2: f"fixed-point parameters, {h.context} context"}[h.version]
+    order = "float parameters, raster order" if h.version == 1 else f"fixed-point parameters, {h.context} context"
+    order += f", scale shift {h.scale_shift:+d}" if h.version >= 3 else ""
     print(f"format:   .ainn version {h.version} ({order})")
     print(f"model:    {h.config} quality {h.quality} {h.metric}, weights {h.weights_hash.hex()}")
     print(f"image:    {h.width}x{h.height} {h.mode}")

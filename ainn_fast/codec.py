@@ -134,7 +134,8 @@ def encode(
 ) -> tuple[bytes, torch.Tensor]:
     """Compress; return the file's bytes and the quantized latent y_hat (for checks).
 
-    ``version=1`` writes the old float, raster-order format (only to measure against it)."""
+    ``version=1`` writes the old float, raster-order format and ``version=2`` format 3
+    without its scale shift (only to measure against them)."""
     prepared = image_io.prepare(image)
     if model is None:
         model = _shared_default(quality or DEFAULT_QUALITY, DEFAULT_METRIC, DEFAULT_CONFIG, _device_key(device))
@@ -154,10 +155,10 @@ def encode(
     if version == 1:
         if context != "serial":
             raise InputError(f"format 1 has no {context} context")
-        y_string, z_string, y_hat = encode_latents_v1(model, y)
+        (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
     else:
-        (y_string,), (z_string,), y_hat = encode_latents(model, y, progress)
-    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context)
+        (y_string,), (z_string,), y_hat, (shift,) = encode_latents(model, y, progress, None if version >= 3 else 0)
+    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, shift)
     data = container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette))
     return data, y_hat
 
@@ -209,12 +210,12 @@ def decode(data: bytes, model: AINN | None = None, device=None, progress: Callab
 
 
 def _decode_latents(model: AINN, files: list[container.Container], device, progress=None) -> list[torch.Tensor]:
-    """Format 2 latents of files of one model, by the context its header names."""
+    """Format 2 and 3 latents of files of one model, by the context its header names."""
     context = files[0].header.context
     if context != model.config.context:
         raise ModelMismatchError(f"file was coded with the {context} context; the model has the {model.config.context} one")
     ys, zs, sizes = [c.y for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
-    return decode_latents(model, ys, zs, sizes, device, progress)
+    return decode_latents(model, ys, zs, sizes, device, progress, [c.header.scale_shift for c in files])
 
 
 def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
@@ -224,14 +225,14 @@ def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
 
 
 def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> list[tuple]:
-    """Decode several format-2 files of one model together (one wavefront pass for all the
+    """Decode several format 2 or 3 files of one model together (one wavefront pass for all the
     latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
     parsed = [container.unpack(bytes(data)) for data in files]
     if not parsed:
         return []
     for c in parsed:
-        if c.header.version != container.VERSION:
-            raise FormatError(f"batch decoding reads format {container.VERSION} only, got a version {c.header.version} file")
+        if c.header.version < 2:
+            raise FormatError(f"batch decoding reads formats 2 and 3 only, got a version {c.header.version} file")
         if (c.header.config, c.header.quality, c.header.metric, c.header.weights_hash) != (
             parsed[0].header.config, parsed[0].header.quality, parsed[0].header.metric, parsed[0].header.weights_hash
         ):

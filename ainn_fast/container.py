@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"AINN"
-VERSION = 2  # 2: fixed-point entropy parameters, wavefront symbol order
-READABLE_VERSIONS = (1, 2)  # 1: float parameters, raster order (decodes on the device that made it)
+VERSION = 3  # 3: as 2, plus the image's scale shift (the encoder's choice of scale thresholds)
+# 2: fixed-point entropy parameters, wavefront symbol order; 1: float parameters, raster
+# order (decodes on the device that made it)
+READABLE_VERSIONS = (1, 2, 3)
 MAX_SIDE = 65535
 HASH_BYTES = 16
 
@@ -25,7 +27,7 @@ MODE_CODES = {"L": 0, "RGB": 1, "RGBA": 2, "LA": 3, "P": 4, "1": 5}
 
 FLAG_ALPHA = 1
 FLAG_PALETTE = 2
-FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); version 2 only
+FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); versions 2 and 3
 _KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE | FLAG_CHECKERBOARD
 CONTEXTS = ("serial", "checkerboard")
 
@@ -41,6 +43,7 @@ class Header:
     mode: str
     version: int = VERSION
     context: str = "serial"  # the entropy model's context, which fixes the order of y
+    scale_shift: int = 0  # version 3: shifts the scale thresholds (docs/format.md); else 0
 
     def model_identity(self) -> str:
         return f"{self.config} q{self.quality} {self.metric}, weights {self.weights_hash.hex()}"
@@ -72,11 +75,15 @@ def pack(c: Container) -> bytes:
     out = bytearray(MAGIC)
     if h.version not in READABLE_VERSIONS:
         raise ValueError(f"cannot write format version {h.version}")
+    if not (-128 <= h.scale_shift <= 127) or (h.scale_shift and h.version < 3):
+        raise ValueError(f"scale shift {h.scale_shift} cannot be written in format {h.version}")
     out += struct.pack("<BBBB", h.version, flags, MODE_CODES[h.mode], len(name))
     out += name
     out += struct.pack("<BB", h.quality, METRIC_CODES[h.metric])
     out += h.weights_hash
     out += struct.pack("<HH", h.width, h.height)
+    if h.version >= 3:
+        out += struct.pack("<b", h.scale_shift)
     payloads = [c.y, c.z] + [p for p in (c.alpha, c.palette) if p is not None]
     out += struct.pack(f"<{len(payloads)}I", *(len(p) for p in payloads))
     for p in payloads:
@@ -133,6 +140,7 @@ def unpack(data: bytes) -> Container:
     width, height = r.unpack("<HH", "header")
     if width == 0 or height == 0:
         raise FormatError(f"image size {width}x{height} is empty")
+    (scale_shift,) = r.unpack("<b", "header") if version >= 3 else (0,)
     count = 2 + bool(flags & FLAG_ALPHA) + bool(flags & FLAG_PALETTE)
     lengths = r.unpack(f"<{count}I", "payload lengths")
     if r.pos + sum(lengths) + 4 != len(data):
@@ -141,7 +149,9 @@ def unpack(data: bytes) -> Container:
         )
     payloads = [r.take(n, "payload") for n in lengths]
     context = "checkerboard" if flags & FLAG_CHECKERBOARD else "serial"
-    header = Header(config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code], version, context)
+    header = Header(
+        config, quality, metrics[metric_code], weights_hash, width, height, modes[mode_code], version, context, scale_shift
+    )
     c = Container(header, payloads[0], payloads[1])
     rest = payloads[2:]
     if flags & FLAG_ALPHA:

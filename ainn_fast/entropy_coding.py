@@ -5,7 +5,7 @@ z is coded with the factorized entropy bottleneck; y with the Gaussian condition
 context of already decoded positions, computed in fixed point (:mod:`.fixed_point`) so that
 they are identical on every device and batch.
 
-Format version 2 (docs/format.md) decodes in wavefronts: with a 5x5 causal context,
+Formats 2 and 3 (docs/format.md) decode in wavefronts: with a 5x5 causal context,
 position (i, j) depends only on positions of earlier fronts t = 3i + j, so all positions of
 a front (of every image of a batch) are computed together: one context evaluation and one
 ``decode_stream`` call per front and image instead of per position. The y stream holds the
@@ -13,8 +13,9 @@ symbols in that order (fronts by t, positions by row, channels), so the serial r
 decoder, :func:`decode_latents_serial`, which visits the positions one at a time in integer
 arithmetic, reads the same stream. A model with the checkerboard context codes in two
 steps instead (anchors without context, then the rest; :func:`coding_steps`), through the
-same batched loop. Version 1 files (float parameters, raster order) still decode with
-:func:`decode_latents_v1`.
+same batched loop. Format 3 adds a scale shift per image, which the encoder picks to make
+the y stream smallest (:func:`choose_scale_shift`). Version 1 files (float parameters,
+raster order) still decode with :func:`decode_latents_v1`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,64 @@ def _tables(model) -> tuple[list, list, list]:
     lengths = gc.cdf_length.tolist()
     cdfs = [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), lengths)]
     return cdfs, lengths, gc.offset.tolist()
+
+
+SHIFT_SEARCH = 32  # the encoder tries scale shifts -32..32 (table scales x/÷ 2.1)
+BYPASS_BITS = 16  # about what CompressAI's bypass code spends on an out-of-range symbol
+
+
+def _symbol_bits(fp: FixedPointEntropy, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bits of each (table row, symbol) under the quantized CDFs, with the rows' offsets
+    and the index of their overflow symbol; cached on ``fp``."""
+    if "_symbol_bits" not in fp.__dict__:
+        gc = model.gaussian_conditional
+        cdf = gc.quantized_cdf.to("cpu", torch.float64)
+        pmf = (cdf[:, 1:] - cdf[:, :-1]).clamp(min=1)  # beyond a row's length: never indexed
+        fp._symbol_bits = tuple(
+            t.to(fp.device) for t in (16 - torch.log2(pmf), gc.offset.long().cpu(), gc.cdf_length.long().cpu() - 2)
+        )
+    return fp._symbol_bits
+
+
+def shift_costs(fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
+    """Estimated bits of the y stream (within the coder's few bytes of flush) for each
+    scale shift of ``shifts``, of symbols ``q`` with integer scales ``scale``.
+
+    The symbols are counted once into (scale bin, symbol) pairs, with bins between
+    consecutive thresholds of all the shifts, where every shift gives one index; each
+    shift then costs one pass over the distinct pairs rather than over all symbols."""
+    bits, offset, overflow = _symbol_bits(fp, model)
+    thresholds = torch.stack([fp.shifted_thresholds(s) for s in shifts])  # (S, 63)
+    edges = torch.unique(thresholds)
+    span = int(q.abs().max()) if q.numel() else 0
+    width = 2 * span + 1
+    key = torch.searchsorted(edges, scale.contiguous()) * width + (q.long() + span)
+    pairs, counts = torch.unique(key, return_counts=True)
+    b, value = pairs // width, pairs % width - span
+    # A scale in bin b (edges[b - 1] < scale <= edges[b]) exceeds exactly the thresholds <= edges[b - 1].
+    low = torch.cat((edges.new_full((1,), -1.0), edges))[b]
+    index = torch.searchsorted(thresholds, low.expand(len(shifts), -1).contiguous(), right=True)  # (S, pairs)
+    symbol = value - offset[index]
+    top = overflow[index]
+    out = (symbol < 0) | (symbol >= top)
+    cost = bits[index, torch.where(out, top, symbol)] + BYPASS_BITS * out
+    return (cost * counts).sum(dim=1)
+
+
+def choose_scale_shift(fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor) -> int:
+    """The encoder's pick of a file's scale shift: the smallest estimated stream among
+    -SHIFT_SEARCH..SHIFT_SEARCH, ties to the smaller shift. Any pick decodes; this one
+    only has to be good."""
+    shifts = list(range(-SHIFT_SEARCH, SHIFT_SEARCH + 1))
+    cost = shift_costs(fp, model, q, scale, shifts).tolist()
+    return min(shifts, key=lambda s: (cost[s + SHIFT_SEARCH], abs(s)))
+
+
+def _indexes(fp: FixedPointEntropy, scale: torch.Tensor, slices, shifts: Sequence[int]) -> torch.Tensor:
+    """Scale indexes of one step's positions, each image's with its own shift."""
+    if len(set(shifts[b] for b, _, _ in slices)) == 1:
+        return fp.scale_index(scale, shifts[slices[0][0]])
+    return torch.cat([fp.scale_index(scale[lo:hi], shifts[b]) for b, lo, hi in slices])
 
 
 def _decode_front(decoder: RansDecoder, index: torch.Tensor, tables: tuple[list, list, list]) -> list[int]:
@@ -149,8 +208,11 @@ def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> tuple[list[bytes], list[bytes], torch.Tensor]:
-    """Code a batch of latents y (B, M, h, w) in format 2. Returns (y_strings, z_strings, y_hat)."""
+def quantize_latents(
+    model, y: torch.Tensor, progress: Callable | None = None
+) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
+    strings, y_hat, and for each image its symbols and integer scales in stream order."""
     fp = fixed_point(model, y.device)
     batch, _, height, width = y.shape
     sizes = [(height, width)] * batch
@@ -160,24 +222,38 @@ def encode_latents(model, y: torch.Tensor, progress: Callable | None = None) -> 
     y_pad, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    indexes: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:
         scale, mean = fp.position_params(y_flat, params, window, at)
         q = torch.round(y_cl[b_idx, i, j] - mean / UNIT)
         y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
-        index = fp.scale_index(scale)
         for b, lo, hi in slices:
             symbols[b].append(q[lo:hi].flatten())
-            indexes[b].append(index[lo:hi].flatten())
-    tables = _tables(model)
-    y_strings = []
-    for b in range(batch):
-        encoder = BufferedRansEncoder()
-        encoder.encode_with_indexes(
-            torch.cat(symbols[b]).to(torch.int64).tolist(), torch.cat(indexes[b]).tolist(), *tables
-        )
-        y_strings.append(encoder.flush())
-    return y_strings, z_strings, torch.cat(_latent(y_pad, sizes))
+            scales[b].append(scale[lo:hi].flatten())
+    coded = [(torch.cat(symbols[b]), torch.cat(scales[b])) for b in range(batch)]
+    return z_strings, torch.cat(_latent(y_pad, sizes)), coded
+
+
+def rans_encode(model, q: torch.Tensor, index: torch.Tensor) -> bytes:
+    """One y stream of symbols ``q`` with table rows ``index``."""
+    encoder = BufferedRansEncoder()
+    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *_tables(model))
+    return encoder.flush()
+
+
+def encode_latents(
+    model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None
+) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int]]:
+    """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
+    scale_shifts): format 3, each image with the scale shift that makes its stream
+    smallest, or every image with ``scale_shift`` when given (0: format 2)."""
+    fp = fixed_point(model, y.device)
+    z_strings, y_hat, coded = quantize_latents(model, y, progress)
+    y_strings, shifts = [], []
+    for q, scale in coded:
+        shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
+        y_strings.append(rans_encode(model, q, fp.scale_index(scale, shifts[-1])))
+    return y_strings, z_strings, y_hat, shifts
 
 
 @torch.no_grad()
@@ -188,10 +264,12 @@ def decode_latents(
     latent_sizes: Sequence[tuple[int, int]],
     device: torch.device | str | None = None,
     progress: Callable | None = None,
+    scale_shifts: Sequence[int] | None = None,
 ) -> list[torch.Tensor]:
-    """Invert :func:`encode_latents` for a batch of files, each of its own latent size:
-    a list of y_hat (1, M, h, w), step by step of the coding order (wavefronts, or the
-    checkerboard's two passes)."""
+    """Invert :func:`encode_latents` for a batch of files, each of its own latent size and
+    scale shift (format 2: 0): a list of y_hat (1, M, h, w), step by step of the coding
+    order (wavefronts, or the checkerboard's two passes)."""
+    shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
@@ -205,7 +283,7 @@ def decode_latents(
         decoders[-1].set_stream(_guard(y_string, model.M * h * w))
     for window, at, write, _, _, _, slices in progress(schedule.steps) if progress else schedule.steps:
         scale, mean = fp.position_params(y_flat, params, window, at)
-        index = fp.scale_index(scale).cpu()
+        index = _indexes(fp, scale, slices, shifts).cpu()
         q = [_decode_front(decoders[b], index[lo:hi], tables) for b, lo, hi in slices]
         q = np.fromiter(itertools.chain.from_iterable(q), dtype=np.float64, count=mean.numel())
         q = torch.from_numpy(q).to(fp.device, fp.dtype).view_as(mean)
@@ -214,9 +292,11 @@ def decode_latents(
 
 
 @torch.no_grad()
-def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
-    """The reference decoder of format 2: one position at a time in coding order, int64
-    arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""
+def decode_latents_serial(
+    model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int], scale_shift: int = 0
+) -> torch.Tensor:
+    """The reference decoder of formats 2 and 3: one position at a time in coding order,
+    int64 arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""
     if model.config.context != "serial":
         raise ValueError("the serial reference decoder is for the serial context")
     fp = FixedPointEntropy(model, "cpu", torch.int64)
@@ -232,7 +312,7 @@ def decode_latents_serial(model, y_string: bytes, z_string: bytes, latent_size: 
         at_i, at_j = torch.tensor([i]), torch.tensor([j])
         window = fp.window_index(zero, at_i, at_j, padded)
         scale, mean = fp.position_params(y_pad.view(-1, fp.M), params, window, at_i * width + at_j)
-        q = torch.tensor(decoder.decode_stream(fp.scale_index(scale)[0].tolist(), *tables), dtype=torch.int64)
+        q = torch.tensor(decoder.decode_stream(fp.scale_index(scale, scale_shift)[0].tolist(), *tables), dtype=torch.int64)
         y_pad[0, i + PAD, j + PAD] = (q * UNIT + mean[0]).clamp(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, [latent_size])[0]
 

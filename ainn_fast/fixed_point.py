@@ -35,6 +35,7 @@ MAX_SHIFT = 30
 LEAKY_BITS = 16
 CONTEXT_KERNEL = 5
 CONTEXT_PAD = CONTEXT_KERNEL // 2
+SHIFT_STEPS = 4  # a file's scale shift moves the scale thresholds in quarters of the table's step
 
 
 @dataclass
@@ -165,8 +166,10 @@ class FixedPointEntropy:
         self._dx = torch.tensor([t[1] for t in self.context.taps], device=self.device)
         # Threshold k: floor(scale_table[k] * 2**ACT_BITS); the index of a scale is the number
         # of thresholds below it, which equals compressai's build_indexes on scale / 2**ACT_BITS.
-        table = model.gaussian_conditional.scale_table.detach().to("cpu", torch.float64)[:-1]
-        self.thresholds = torch.floor(table * 2**ACT_BITS).to(self.device, dtype).contiguous()
+        table = model.gaussian_conditional.scale_table.detach().to("cpu", torch.float64)
+        self._table, self._thresholds = table[:-1] * 2**ACT_BITS, {}
+        self._log_step = math.log(float(table[-1]) / float(table[0])) / (len(table) - 1)
+        self.thresholds = self.shifted_thresholds(0)
         self.z_medians = torch.round(
             model.entropy_bottleneck.quantiles.detach()[:, 0, 1].to("cpu", torch.float64) * 2**ACT_BITS
         ).to(self.device, dtype)
@@ -205,8 +208,19 @@ class FixedPointEntropy:
         gaussian = _run(self.params, torch.cat((params, ctx), dim=-1), pointwise=True)
         return gaussian[..., : self.M], gaussian[..., self.M :]
 
-    def scale_index(self, scale: torch.Tensor) -> torch.Tensor:
-        return torch.searchsorted(self.thresholds, scale.contiguous())
+    def shifted_thresholds(self, shift: int) -> torch.Tensor:
+        """Thresholds of a file's scale shift (format 3): ``floor(T[k] * 2**ACT_BITS *
+        exp(shift * log_step / SHIFT_STEPS))``, evaluated on the CPU in float64 (shift 0:
+        factor 1.0, so format 2's thresholds exactly). A positive shift raises every
+        threshold, so a scale gets a smaller table scale: it corrects, per image, a model
+        whose scales run too wide (or, negative, too narrow) on that image."""
+        if shift not in self._thresholds:
+            factor = math.exp(shift * self._log_step / SHIFT_STEPS)
+            self._thresholds[shift] = torch.floor(self._table * factor).to(self.device, self.dtype).contiguous()
+        return self._thresholds[shift]
+
+    def scale_index(self, scale: torch.Tensor, shift: int = 0) -> torch.Tensor:
+        return torch.searchsorted(self.shifted_thresholds(shift), scale.contiguous())
 
 
 def fixed_point(model: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> FixedPointEntropy:

@@ -35,7 +35,7 @@ def test_compress_info_decompress(capsys, tmp_path, photo_png, tiny_checkpoint):
     rc, out, err = run(capsys, "info", ainn)
     assert rc == 0
     assert "tiny quality 3 mse" in out and "90x70 RGB" in out
-    assert "version 2 (fixed-point parameters, serial context)" in out
+    assert "version 3 (fixed-point parameters, serial context, scale shift " in out
     bpp = float(out.split("bpp:")[1].split()[0])
     assert bpp == pytest.approx(8 * size / (90 * 70), abs=1e-4)
     png = tmp_path / "d.png"

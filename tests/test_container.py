@@ -20,6 +20,11 @@ def sample(tiny_codec_model) -> bytes:
     return codec.compress(rgba, tiny_codec_model)
 
 
+@pytest.fixture(scope="module")
+def sample_v2(tiny_codec_model) -> bytes:
+    return codec.encode(Image.fromarray(data.coffee()[:20, :30]), tiny_codec_model, version=2)[0]
+
+
 def test_layout_matches_docs(sample):
     assert sample[:4] == b"AINN" and sample[4] == container.VERSION
     flags, mode, n = sample[5], sample[6], sample[7]
@@ -29,12 +34,32 @@ def test_layout_matches_docs(sample):
     assert (quality, metric) == (3, 0)
     width, height = struct.unpack("<HH", sample[26 + n : 30 + n])
     assert (width, height) == (30, 20)
-    lengths = struct.unpack("<3I", sample[30 + n : 42 + n])
-    assert 42 + n + sum(lengths) + 4 == len(sample)
+    (shift,) = struct.unpack("<b", sample[30 + n : 31 + n])
+    lengths = struct.unpack("<3I", sample[31 + n : 43 + n])
+    assert 43 + n + sum(lengths) + 4 == len(sample)
     assert struct.unpack("<I", sample[-4:])[0] == zlib.crc32(sample[:-4])
     c = container.unpack(sample)
-    assert (len(c.y), len(c.z), len(c.alpha)) == lengths
+    assert (len(c.y), len(c.z), len(c.alpha)) == lengths and c.header.scale_shift == shift
     assert container.pack(c) == sample
+
+
+def test_scale_shift_is_a_signed_byte_of_version_3_only(sample, sample_v2):
+    c = container.unpack(sample)
+    for shift in (-128, -7, 0, 9, 127):
+        c.header.scale_shift = shift
+        assert container.unpack(container.pack(c)).header.scale_shift == shift
+    for bad in (-129, 128):
+        c.header.scale_shift = bad
+        with pytest.raises(ValueError, match="scale shift"):
+            container.pack(c)
+    # Format 2 has no shift byte: its payload lengths follow the height directly.
+    old = container.unpack(sample_v2)
+    n = sample_v2[7]
+    assert sample_v2[4] == 2 and old.header.scale_shift == 0
+    assert struct.unpack("<2I", sample_v2[30 + n : 38 + n]) == (len(old.y), len(old.z))
+    old.header.scale_shift = 1
+    with pytest.raises(ValueError, match="scale shift 1 cannot be written in format 2"):
+        container.pack(old)
 
 
 def test_errors_name_the_problem(sample):
@@ -68,7 +93,7 @@ def test_forged_header_fields_are_refused(sample):
         with pytest.raises(FormatError, match=message):
             container.unpack(_with_crc(bytes(forged)))
     forged = bytearray(body)
-    forged[30 + n : 34 + n] = struct.pack("<I", 2**32 - 1)  # y length far beyond the file
+    forged[31 + n : 35 + n] = struct.pack("<I", 2**32 - 1)  # y length far beyond the file
     with pytest.raises(FormatError, match="disagree"):
         container.unpack(_with_crc(bytes(forged)))
 
@@ -84,7 +109,7 @@ def test_fuzz_damaged_files_end_in_documented_errors(sample, tiny_codec_model, m
     rng = random.Random(1234)
     outcomes = {"error": 0, "decoded": 0}
     n = sample[7]
-    header_end = 42 + n
+    header_end = 43 + n
 
     def check(blob: bytes, decode: bool = False) -> None:
         try:
@@ -116,12 +141,13 @@ def test_fuzz_damaged_files_end_in_documented_errors(sample, tiny_codec_model, m
     assert outcomes["error"] >= 3500
 
 
-def test_version_and_checkerboard_flag(sample):
-    body = bytearray(sample[:-4])
-    body[5] |= container.FLAG_CHECKERBOARD
-    c = container.unpack(_with_crc(bytes(body)))
-    assert c.header.context == "checkerboard" and c.header.version == 2
-    assert container.pack(c) == _with_crc(bytes(body))  # the flag survives a round trip
+def test_version_and_checkerboard_flag(sample, sample_v2):
+    for blob, version in ((sample, 3), (sample_v2, 2)):
+        body = bytearray(blob[:-4])
+        body[5] |= container.FLAG_CHECKERBOARD
+        c = container.unpack(_with_crc(bytes(body)))
+        assert c.header.context == "checkerboard" and c.header.version == version
+        assert container.pack(c) == _with_crc(bytes(body))  # the flag survives a round trip
     body[4] = 1  # a version 1 file cannot carry it
     with pytest.raises(FormatError, match="unknown header flags"):
         container.unpack(_with_crc(bytes(body)))

@@ -1,5 +1,6 @@
-"""Format 2: the fixed-point entropy parameters are exact, and the wavefront decoder equals
-the serial reference, alone, in batches, across thread counts and devices."""
+"""Formats 2 and 3: the fixed-point entropy parameters are exact, the wavefront decoder
+equals the serial reference, alone, in batches, across thread counts and devices, and
+format 3's scale shift is chosen well."""
 
 import numpy as np
 import pytest
@@ -122,9 +123,9 @@ def test_scale_index_equals_compressai_build_indexes(lite):
 def test_wavefront_decode_equals_serial_reference(lite, name, size):
     blob, y_enc = codec.encode(photo(name, size), lite)
     c = container.unpack(blob)
-    assert c.header.version == 2
+    assert c.header.version == 3
     latent = codec.latent_size(c.header)
-    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent)
+    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent, c.header.scale_shift)
     image, y_wave = codec.decode(blob, lite)
     assert torch.equal(serial, y_wave) and torch.equal(y_wave, y_enc)
     assert y_wave.abs().sum() > 0  # a real latent, not an all-zero one
@@ -145,8 +146,9 @@ def test_file_decodes_alone_and_inside_a_batch_of_different_images(lite):
     for (img_a, y_a), (img_b, y_b) in zip(alone, batched):
         assert torch.equal(y_a, y_b)
         assert np.array_equal(np.asarray(img_a), np.asarray(img_b))
-    # Three latent sizes in one wavefront pass.
+    # Three latent sizes and more than one scale shift in one wavefront pass.
     assert [y.shape[-2:] for _, y in batched] == [(4, 8), (16, 4), (8, 12)]
+    assert len({container.unpack(f).header.scale_shift for f in files}) > 1
 
 
 def test_batch_encode_equals_single_encodes(lite):
@@ -154,10 +156,11 @@ def test_batch_encode_equals_single_encodes(lite):
     xs = torch.stack([x, x.flip(-1), x.flip(-2)])
     with torch.no_grad():
         y = lite.g_a(xs)
-    strings, zs, y_hat = entropy_coding.encode_latents(lite, y)
+    strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y)
     for b in range(3):
         one = entropy_coding.encode_latents(lite, y[b : b + 1])
         assert one[0][0] == strings[b] and one[1][0] == zs[b] and torch.equal(one[2][0], y_hat[b])
+        assert one[3] == [shifts[b]]
 
 
 def test_file_from_one_thread_count_decodes_with_another(lite):
@@ -191,7 +194,7 @@ def test_fixed_point_rate_cost_is_under_half_a_percent(lite):
     v1 = v2 = 0
     for img in (photo("astronaut", (512, 512)), photo("coffee", (600, 400))):
         v1 += len(codec.encode(img, lite, version=1)[0])
-        v2 += len(codec.encode(img, lite)[0])
+        v2 += len(codec.encode(img, lite, version=2)[0])
     assert abs(v2 - v1) / v1 < 0.005, (v1, v2)
 
 
@@ -209,3 +212,64 @@ def test_gpu_and_cpu_decode_each_others_files(lite):
     assert torch.equal(y.cpu(), y_cpu)
     batched = codec.decode_batch([from_gpu, from_cpu], gpu, device="cuda")
     assert torch.equal(batched[0][1].cpu(), y_gpu.cpu()) and torch.equal(batched[1][1].cpu(), y_cpu)
+
+
+@pytest.fixture(scope="module")
+def coded_photo(lite):
+    """Symbols and integer scales of a real photo (the encoder's pass) for the shift tests."""
+    x = torch.from_numpy(data.rocket()[:192, :256].copy()).permute(2, 0, 1)[None].float().div(255)
+    with torch.no_grad():
+        _, _, ((q, scale),) = entropy_coding.quantize_latents(lite, lite.g_a(x))
+    return q, scale
+
+
+def test_shift_cost_estimate_matches_the_coder(lite, coded_photo):
+    # The estimate sums the quantized CDFs' own bits, so only the coder's flush and its
+    # bypass codes (estimated at 16 bits each) separate it from the stream's real size.
+    q, scale = coded_photo
+    fp = fixed_point.fixed_point(lite)
+    shifts = [-20, -6, 0, 5, 17]
+    estimates = entropy_coding.shift_costs(fp, lite, q, scale, shifts)
+    for shift, estimate in zip(shifts, estimates.tolist()):
+        real = 8 * len(entropy_coding.rans_encode(lite, q, fp.scale_index(scale, shift)))
+        assert abs(real - estimate) <= 0.002 * real + 64, (shift, real, estimate)
+
+
+def test_chosen_shift_gives_the_smallest_stream(lite, coded_photo):
+    # Against every shift the encoder may pick, coded for real.
+    q, scale = coded_photo
+    fp = fixed_point.fixed_point(lite)
+    sizes = {
+        s: len(entropy_coding.rans_encode(lite, q, fp.scale_index(scale, s)))
+        for s in range(-entropy_coding.SHIFT_SEARCH, entropy_coding.SHIFT_SEARCH + 1)
+    }
+    chosen = entropy_coding.choose_scale_shift(fp, lite, q, scale)
+    assert chosen != 0 and sizes[chosen] < sizes[0]  # this photo's scales are off: a real gain
+    assert sizes[chosen] <= min(sizes.values()) + 8, (chosen, sizes[chosen], min(sizes.items(), key=lambda kv: kv[1]))
+
+
+def test_shifted_thresholds_move_by_quarter_steps(lite):
+    fp = fixed_point.fixed_point(lite)
+    assert torch.equal(fp.shifted_thresholds(0), fp.thresholds)
+    table = lite.gaussian_conditional.scale_table.double()
+    step = (table[1:] / table[:-1]).mean()
+    for shift in (-8, -1, 3, 4, 12):
+        ratio = fp.shifted_thresholds(shift) / fp.thresholds
+        # floor() moves each threshold by under one unit of 1/4096
+        assert torch.allclose(ratio, step ** (shift / 4) * torch.ones_like(ratio), rtol=2e-3), shift
+    # A positive shift hands a scale a lower (narrower) table row.
+    s = torch.tensor([0.5 * 4096, 3.0 * 4096], dtype=torch.float64)
+    assert (fp.scale_index(s, 8) < fp.scale_index(s, 0)).all() and (fp.scale_index(s, -8) > fp.scale_index(s, 0)).all()
+
+
+def test_format_2_files_still_decode(lite):
+    img = photo("rocket", (256, 192))
+    blob, y_enc = codec.encode(img, lite, version=2)
+    new, y_new = codec.encode(img, lite)
+    c = container.unpack(blob)
+    assert c.header.version == 2 and container.unpack(new).header.scale_shift != 0
+    assert torch.equal(y_enc, y_new)  # the same latent: the shift changes only the coding
+    out, y_dec = codec.decode(blob, lite)
+    assert torch.equal(y_enc, y_dec)
+    assert np.array_equal(np.asarray(out), np.asarray(codec.decompress(new, lite)))
+    assert len(new) < len(blob)
