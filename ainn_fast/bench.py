@@ -81,7 +81,7 @@ def bench_config(
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
-    shifts = [c.header.scale_shift]
+    shifts = [c.y_shift()]
     latent_s, y_hat = timed(
         lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device, scale_shifts=shifts), device, repeat
     )
@@ -109,7 +109,7 @@ def bench_config(
             lambda: entropy_coding.decode_latents_v1(model, o.y, o.z, latent), device, 1, warmup=0
         )
         row["serial_reference_decode_latents_s"], _ = timed(
-            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent, c.header.scale_shift), device, 1, warmup=0
+            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent, c.y_shift()), device, 1, warmup=0
         )
     return row
 

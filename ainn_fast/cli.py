@@ -280,6 +280,8 @@ def cmd_info(args) -> None:
     print(f"file:     {args.input} ({len(data)} bytes)")
     order = "float parameters, raster order" if h.version == 1 else f"fixed-point parameters, {h.context} context"
     order += f", scale shift {h.scale_shift:+d}" if h.version >= 3 else ""
+    if c.channel_shifts is not None:
+        order += f" per channel ({sum(d != 0 for d in c.channel_shifts)} of {len(c.channel_shifts)} differ)"
     print(f"format:   .ainn version {h.version} ({order})")
     print(f"model:    {h.config} quality {h.quality} {h.metric}, weights {h.weights_hash.hex()}")
     print(f"image:    {h.width}x{h.height} {h.mode}")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import container, image_io
 from .checkpoint import is_derived
-from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1
+from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1, split_shift
 from .errors import FormatError, InputError, ModelMismatchError
 from .models import AINN, CONFIGS, STRIDE
 
@@ -158,8 +158,10 @@ def encode(
         (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
     else:
         (y_string,), (z_string,), y_hat, (shift,) = encode_latents(model, y, progress, None if version >= 3 else 0)
-    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, shift)
-    data = container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette))
+    base, deltas = split_shift(shift)
+    header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, base)
+    c = container.Container(header, y_string, z_string, prepared.alpha, prepared.palette, deltas)
+    data = container.pack(c)
     return data, y_hat
 
 
@@ -215,7 +217,10 @@ def _decode_latents(model: AINN, files: list[container.Container], device, progr
     if context != model.config.context:
         raise ModelMismatchError(f"file was coded with the {context} context; the model has the {model.config.context} one")
     ys, zs, sizes = [c.y for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
-    return decode_latents(model, ys, zs, sizes, device, progress, [c.header.scale_shift for c in files])
+    for c in files:
+        if c.channel_shifts is not None and len(c.channel_shifts) != model.M:
+            raise FormatError(f"file has scale shifts for {len(c.channel_shifts)} channels; the model has {model.M}")
+    return decode_latents(model, ys, zs, sizes, device, progress, [c.y_shift() for c in files])
 
 
 def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):

@@ -28,7 +28,9 @@ MODE_CODES = {"L": 0, "RGB": 1, "RGBA": 2, "LA": 3, "P": 4, "1": 5}
 FLAG_ALPHA = 1
 FLAG_PALETTE = 2
 FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); versions 2 and 3
-_KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE | FLAG_CHECKERBOARD
+FLAG_CHANNEL_SHIFTS = 8  # a payload of per-channel scale shifts follows z; version 3 only
+_KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE | FLAG_CHECKERBOARD | FLAG_CHANNEL_SHIFTS
+MAX_CHANNEL_DELTA = 255
 CONTEXTS = ("serial", "checkerboard")
 
 
@@ -56,7 +58,45 @@ class Container:
     z: bytes
     alpha: bytes | None = None  # PNG of the alpha plane, stored losslessly
     palette: bytes | None = None  # RGB triplets of a palette image
+    channel_shifts: tuple[int, ...] | None = None  # version 3: per-channel deltas from the scale shift
     extra: dict = field(default_factory=dict)
+
+    def y_shift(self) -> int | tuple[int, ...]:
+        """The scale shift that codes y: one for all channels, or one per channel."""
+        if self.channel_shifts is None:
+            return self.header.scale_shift
+        return tuple(self.header.scale_shift + d for d in self.channel_shifts)
+
+
+def pack_deltas(deltas: tuple[int, ...]) -> bytes:
+    """Signed exp-Golomb codes (0, 1, -1, 2, -2, ... as 0, 1, 2, 3, 4, ...; a value v
+    written as bit_length(v + 1) - 1 zeros, then v + 1 in binary), most significant bit
+    first, zero-padded to a byte."""
+    bits = []
+    for d in deltas:
+        if abs(d) > MAX_CHANNEL_DELTA:
+            raise ValueError(f"channel shift delta {d} outside -{MAX_CHANNEL_DELTA}..{MAX_CHANNEL_DELTA}")
+        v = 2 * abs(d) - (d > 0) + 1
+        bits.append("0" * (v.bit_length() - 1) + format(v, "b"))
+    text = "".join(bits)
+    text += "0" * (-len(text) % 8)
+    return int(text, 2).to_bytes(len(text) // 8, "big") if text else b""
+
+
+def unpack_deltas(data: bytes) -> tuple[int, ...]:
+    """Invert :func:`pack_deltas`: codes until only zero padding (< 8 bits) is left."""
+    text = "".join(format(byte, "08b") for byte in data)
+    deltas, pos = [], 0
+    while (one := text.find("1", pos)) >= 0:
+        n = one - pos + 1
+        if n > (2 * MAX_CHANNEL_DELTA + 1).bit_length() or one + n > len(text):
+            raise FormatError("channel shift payload is malformed")
+        v = int(text[one : one + n], 2) - 1
+        deltas.append((v + 1) // 2 if v % 2 else -(v // 2))
+        pos = one + n
+    if len(text) - pos >= 8:
+        raise FormatError("channel shift payload has a whole byte of padding")
+    return tuple(deltas)
 
 
 def pack(c: Container) -> bytes:
@@ -72,6 +112,9 @@ def pack(c: Container) -> bytes:
         raise ValueError(f"context {h.context!r} cannot be written in format {h.version}")
     flags = (FLAG_ALPHA if c.alpha is not None else 0) | (FLAG_PALETTE if c.palette is not None else 0)
     flags |= FLAG_CHECKERBOARD if h.context == "checkerboard" else 0
+    flags |= FLAG_CHANNEL_SHIFTS if c.channel_shifts is not None else 0
+    if c.channel_shifts is not None and h.version < 3:
+        raise ValueError(f"channel shifts cannot be written in format {h.version}")
     out = bytearray(MAGIC)
     if h.version not in READABLE_VERSIONS:
         raise ValueError(f"cannot write format version {h.version}")
@@ -84,7 +127,8 @@ def pack(c: Container) -> bytes:
     out += struct.pack("<HH", h.width, h.height)
     if h.version >= 3:
         out += struct.pack("<b", h.scale_shift)
-    payloads = [c.y, c.z] + [p for p in (c.alpha, c.palette) if p is not None]
+    shifts = pack_deltas(c.channel_shifts) if c.channel_shifts is not None else None
+    payloads = [c.y, c.z] + [p for p in (shifts, c.alpha, c.palette) if p is not None]
     out += struct.pack(f"<{len(payloads)}I", *(len(p) for p in payloads))
     for p in payloads:
         out += p
@@ -121,7 +165,7 @@ def unpack(data: bytes) -> Container:
     # misleading field error.
     if len(data) < 4 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise FormatError("file is corrupt or truncated (checksum mismatch)")
-    if flags & ~_KNOWN_FLAGS or (version < 2 and flags & FLAG_CHECKERBOARD):
+    if flags & ~_KNOWN_FLAGS or (version < 2 and flags & FLAG_CHECKERBOARD) or (version < 3 and flags & FLAG_CHANNEL_SHIFTS):
         raise FormatError(f"unknown header flags 0x{flags:02x}")
     modes = {v: k for k, v in MODE_CODES.items()}
     if mode_code not in modes:
@@ -141,7 +185,7 @@ def unpack(data: bytes) -> Container:
     if width == 0 or height == 0:
         raise FormatError(f"image size {width}x{height} is empty")
     (scale_shift,) = r.unpack("<b", "header") if version >= 3 else (0,)
-    count = 2 + bool(flags & FLAG_ALPHA) + bool(flags & FLAG_PALETTE)
+    count = 2 + bool(flags & FLAG_CHANNEL_SHIFTS) + bool(flags & FLAG_ALPHA) + bool(flags & FLAG_PALETTE)
     lengths = r.unpack(f"<{count}I", "payload lengths")
     if r.pos + sum(lengths) + 4 != len(data):
         raise FormatError(
@@ -154,6 +198,8 @@ def unpack(data: bytes) -> Container:
     )
     c = Container(header, payloads[0], payloads[1])
     rest = payloads[2:]
+    if flags & FLAG_CHANNEL_SHIFTS:
+        c.channel_shifts = unpack_deltas(rest.pop(0))
     if flags & FLAG_ALPHA:
         c.alpha = rest.pop(0)
     if flags & FLAG_PALETTE:

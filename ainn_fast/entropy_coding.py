@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 
+from .container import pack_deltas
 from .errors import FormatError
 from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
 
@@ -63,20 +64,27 @@ def _symbol_bits(fp: FixedPointEntropy, model) -> tuple[torch.Tensor, torch.Tens
     return fp._symbol_bits
 
 
-def shift_costs(fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
+def shift_costs(
+    fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, shifts: Sequence[int], per_channel: bool = False
+) -> torch.Tensor:
     """Estimated bits of the y stream (within the coder's few bytes of flush) for each
-    scale shift of ``shifts``, of symbols ``q`` with integer scales ``scale``.
+    scale shift of ``shifts``, of symbols ``q`` with integer scales ``scale`` (flat, in
+    stream order: position-major, channel-minor); (S,), or (S, M) by channel.
 
-    The symbols are counted once into (scale bin, symbol) pairs, with bins between
-    consecutive thresholds of all the shifts, where every shift gives one index; each
-    shift then costs one pass over the distinct pairs rather than over all symbols."""
+    The symbols are counted once into (scale bin, symbol[, channel]) pairs, with bins
+    between consecutive thresholds of all the shifts, where every shift gives one index;
+    each shift then costs one pass over the distinct pairs rather than over all symbols."""
     bits, offset, overflow = _symbol_bits(fp, model)
     thresholds = torch.stack([fp.shifted_thresholds(s) for s in shifts])  # (S, 63)
     edges = torch.unique(thresholds)
     span = int(q.abs().max()) if q.numel() else 0
     width = 2 * span + 1
     key = torch.searchsorted(edges, scale.contiguous()) * width + (q.long() + span)
+    channels = fp.M if per_channel else 1
+    if per_channel:
+        key = key * channels + torch.arange(len(q), device=q.device) % channels
     pairs, counts = torch.unique(key, return_counts=True)
+    channel, pairs = pairs % channels, pairs // channels
     b, value = pairs // width, pairs % width - span
     # A scale in bin b (edges[b - 1] < scale <= edges[b]) exceeds exactly the thresholds <= edges[b - 1].
     low = torch.cat((edges.new_full((1,), -1.0), edges))[b]
@@ -84,20 +92,53 @@ def shift_costs(fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tens
     symbol = value - offset[index]
     top = overflow[index]
     out = (symbol < 0) | (symbol >= top)
-    cost = bits[index, torch.where(out, top, symbol)] + BYPASS_BITS * out
-    return (cost * counts).sum(dim=1)
+    cost = (bits[index, torch.where(out, top, symbol)] + BYPASS_BITS * out) * counts
+    by_channel = cost.new_zeros(len(shifts), channels).index_add_(1, channel, cost)
+    return by_channel if per_channel else by_channel[:, 0]
 
 
-def choose_scale_shift(fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor) -> int:
-    """The encoder's pick of a file's scale shift: the smallest estimated stream among
-    -SHIFT_SEARCH..SHIFT_SEARCH, ties to the smaller shift. Any pick decodes; this one
-    only has to be good."""
+def golomb_bits(delta: int) -> int:
+    """Length of a channel shift's code in the file (signed exp-Golomb, docs/format.md)."""
+    return 2 * (2 * abs(delta) - (delta > 0) + 1).bit_length() - 1
+
+
+def choose_scale_shift(
+    fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, per_channel: bool = True
+) -> int | tuple[int, ...]:
+    """The encoder's pick of a file's scale shift: the one of -SHIFT_SEARCH..SHIFT_SEARCH
+    with the smallest estimated stream (ties to the smaller), or, when that with the side
+    information is smaller still, one shift per channel, each trading its channel's bits
+    against its code length. Any pick decodes; this one only has to be good."""
     shifts = list(range(-SHIFT_SEARCH, SHIFT_SEARCH + 1))
-    cost = shift_costs(fp, model, q, scale, shifts).tolist()
-    return min(shifts, key=lambda s: (cost[s + SHIFT_SEARCH], abs(s)))
+    cost = shift_costs(fp, model, q, scale, shifts, per_channel=True).double()
+    total = cost.sum(1).tolist()
+    best = min(shifts, key=lambda s: (total[s + SHIFT_SEARCH], abs(s)))
+    if not per_channel:
+        return best
+    side = torch.tensor([golomb_bits(s - best) for s in shifts], dtype=cost.dtype, device=cost.device)
+    pick = (cost + side[:, None]).argmin(0)
+    chosen = tuple(shifts[k] for k in pick.tolist())
+    base, deltas = split_shift(chosen)
+    spent = float(cost.gather(0, pick[None])[0].sum()) + 8 * shift_payload_bytes(chosen)
+    return chosen if spent < total[best + SHIFT_SEARCH] else best
 
 
-def _indexes(fp: FixedPointEntropy, scale: torch.Tensor, slices, shifts: Sequence[int]) -> torch.Tensor:
+def shift_payload_bytes(shift: int | tuple[int, ...]) -> int:
+    """Bytes a file spends on per-channel shifts beyond y and z: payload and length field."""
+    deltas = split_shift(shift)[1]
+    return 0 if deltas is None else len(pack_deltas(deltas)) + 4
+
+
+def split_shift(shift: int | tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
+    """A file's (scale shift byte, per-channel deltas or None) for a shift: the byte is the
+    most common channel shift (ties: nearest 0, then the smaller), so most deltas are 0."""
+    if isinstance(shift, int):
+        return shift, None
+    base = max(set(shift), key=lambda v: (shift.count(v), -abs(v), -v))
+    return base, tuple(s - base for s in shift)
+
+
+def _indexes(fp: FixedPointEntropy, scale: torch.Tensor, slices, shifts: Sequence[int | tuple[int, ...]]) -> torch.Tensor:
     """Scale indexes of one step's positions, each image's with its own shift."""
     if len(set(shifts[b] for b, _, _ in slices)) == 1:
         return fp.scale_index(scale, shifts[slices[0][0]])
@@ -243,10 +284,11 @@ def rans_encode(model, q: torch.Tensor, index: torch.Tensor) -> bytes:
 
 def encode_latents(
     model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None
-) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int]]:
+) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int | tuple[int, ...]]]:
     """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
-    scale_shifts): format 3, each image with the scale shift that makes its stream
-    smallest, or every image with ``scale_shift`` when given (0: format 2)."""
+    scale_shifts): format 3, each image with the scale shift (one, or one per channel)
+    that makes its file smallest, or every image with ``scale_shift`` when given (0:
+    format 2)."""
     fp = fixed_point(model, y.device)
     z_strings, y_hat, coded = quantize_latents(model, y, progress)
     y_strings, shifts = [], []
@@ -264,7 +306,7 @@ def decode_latents(
     latent_sizes: Sequence[tuple[int, int]],
     device: torch.device | str | None = None,
     progress: Callable | None = None,
-    scale_shifts: Sequence[int] | None = None,
+    scale_shifts: Sequence[int | tuple[int, ...]] | None = None,
 ) -> list[torch.Tensor]:
     """Invert :func:`encode_latents` for a batch of files, each of its own latent size and
     scale shift (format 2: 0): a list of y_hat (1, M, h, w), step by step of the coding
@@ -293,7 +335,7 @@ def decode_latents(
 
 @torch.no_grad()
 def decode_latents_serial(
-    model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int], scale_shift: int = 0
+    model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int], scale_shift: int | tuple[int, ...] = 0
 ) -> torch.Tensor:
     """The reference decoder of formats 2 and 3: one position at a time in coding order,
     int64 arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""

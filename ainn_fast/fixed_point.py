@@ -219,8 +219,24 @@ class FixedPointEntropy:
             self._thresholds[shift] = torch.floor(self._table * factor).to(self.device, self.dtype).contiguous()
         return self._thresholds[shift]
 
-    def scale_index(self, scale: torch.Tensor, shift: int = 0) -> torch.Tensor:
-        return torch.searchsorted(self.shifted_thresholds(shift), scale.contiguous())
+    def channel_thresholds(self, shifts: tuple[int, ...]) -> torch.Tensor:
+        """(M, 63) thresholds of per-channel shifts; the last few sets are cached."""
+        cache = self.__dict__.setdefault("_channel_thresholds", {})
+        if shifts not in cache:
+            if len(shifts) != self.M:
+                raise ValueError(f"{len(shifts)} channel shifts for {self.M} channels")
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[shifts] = torch.stack([self.shifted_thresholds(s) for s in shifts])
+        return cache[shifts]
+
+    def scale_index(self, scale: torch.Tensor, shift: int | tuple[int, ...] = 0) -> torch.Tensor:
+        """Table rows of integer scales (..., M), or of any shape for one shift; ``shift``
+        is one shift for all channels or a tuple of M, one per channel."""
+        if isinstance(shift, int):
+            return torch.searchsorted(self.shifted_thresholds(shift), scale.contiguous())
+        by_channel = scale.reshape(-1, self.M).t().contiguous()
+        return torch.searchsorted(self.channel_thresholds(shift), by_channel).t().reshape(scale.shape)
 
 
 def fixed_point(model: nn.Module, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> FixedPointEntropy:

@@ -261,7 +261,7 @@ class Trainer:
         are chosen on ``val_file_loss``, since the forward estimate can rank runs wrongly
         (docs/training-history.md)."""
         from .codec import pad_to_stride
-        from .entropy_coding import encode_latents
+        from .entropy_coding import encode_latents, shift_payload_bytes
 
         self.model.eval()
         # CDF tables of the current weights. The fixed-point copy needs no reset: it is
@@ -281,9 +281,10 @@ class Trainer:
                 out["x_hat"] = out["x_hat"].clamp(0, 1)
                 for k, v in self.criterion(out, x).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
-                (y_string,), (z_string,), y_hat, _ = encode_latents(self.model, self.model.g_a(pad_to_stride(full)))
+                (y_string,), (z_string,), y_hat, (shift,) = encode_latents(self.model, self.model.g_a(pad_to_stride(full)))
                 x_hat = self.model.g_s(y_hat)[:, :, : full.shape[2], : full.shape[3]]
-            rate = 8 * (len(y_string) + len(z_string)) / (full.shape[2] * full.shape[3])
+            coded = len(y_string) + len(z_string) + shift_payload_bytes(shift)
+            rate = 8 * coded / (full.shape[2] * full.shape[3])
             x8 = x_hat.clamp(0, 1).mul(255).round().div(255)  # what a decoded file holds
             for k, v in self.criterion.with_rate(rate, x8, full).items():
                 files[k] = files.get(k, 0.0) + float(v)

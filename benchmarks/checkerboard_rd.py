@@ -99,7 +99,7 @@ def evaluate(model, folder: Path) -> dict:
     photo = bench.photo(768, 512)
     c = container.unpack(codec.compress(photo, model))
     latent = codec.latent_size(c.header)
-    shifts = [c.header.scale_shift]
+    shifts = [c.y_shift()]
     decode = lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], scale_shifts=shifts)  # noqa: E731
     seconds, _ = bench.timed(decode, torch.device("cpu"), 5)
     return {"images": rows, "bytes": sum(r["bytes"] for r in rows), "mean_psnr": float(np.mean([r["psnr"] for r in rows])),

@@ -141,6 +141,34 @@ def test_fuzz_damaged_files_end_in_documented_errors(sample, tiny_codec_model, m
     assert outcomes["error"] >= 3500
 
 
+def test_channel_shift_payload_round_trips_and_rejects_damage(sample, sample_v2):
+    rng = random.Random(7)
+    for _ in range(300):
+        deltas = tuple(rng.choice([0, 0, 0, 1, -1, 2, rng.randint(-255, 255)]) for _ in range(rng.randint(0, 200)))
+        assert container.unpack_deltas(container.pack_deltas(deltas)) == deltas
+    # 0, 1, -1, 2, -2 as documented: 1 010 011 00100 00101, zero-padded
+    assert container.pack_deltas((0, 1, -1, 2, -2)) == bytes([0b10100110, 0b01000010, 0b10000000])
+    with pytest.raises(FormatError, match="padding"):
+        container.unpack_deltas(b"\x80\x00")
+    with pytest.raises(FormatError, match="malformed"):
+        container.unpack_deltas(b"\x00\x01")  # a code running past the end
+    with pytest.raises(ValueError, match="outside"):
+        container.pack_deltas((256,))
+    c = container.unpack(sample)
+    c.channel_shifts = (0, 3, -2, 0)
+    again = container.unpack(container.pack(c))
+    assert again.channel_shifts == (0, 3, -2, 0) and again.alpha == c.alpha
+    assert again.y_shift() == tuple(c.header.scale_shift + d for d in (0, 3, -2, 0))
+    old = container.unpack(sample_v2)
+    old.channel_shifts = (1,)
+    with pytest.raises(ValueError, match="format 2"):
+        container.pack(old)
+    body = bytearray(sample_v2[:-4])
+    body[5] |= container.FLAG_CHANNEL_SHIFTS  # a version 2 file cannot carry them
+    with pytest.raises(FormatError, match="unknown header flags"):
+        container.unpack(_with_crc(bytes(body)))
+
+
 def test_version_and_checkerboard_flag(sample, sample_v2):
     for blob, version in ((sample, 3), (sample_v2, 2)):
         body = bytearray(blob[:-4])

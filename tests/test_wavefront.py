@@ -125,7 +125,7 @@ def test_wavefront_decode_equals_serial_reference(lite, name, size):
     c = container.unpack(blob)
     assert c.header.version == 3
     latent = codec.latent_size(c.header)
-    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent, c.header.scale_shift)
+    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent, c.y_shift())
     image, y_wave = codec.decode(blob, lite)
     assert torch.equal(serial, y_wave) and torch.equal(y_wave, y_enc)
     assert y_wave.abs().sum() > 0  # a real latent, not an all-zero one
@@ -243,9 +243,49 @@ def test_chosen_shift_gives_the_smallest_stream(lite, coded_photo):
         s: len(entropy_coding.rans_encode(lite, q, fp.scale_index(scale, s)))
         for s in range(-entropy_coding.SHIFT_SEARCH, entropy_coding.SHIFT_SEARCH + 1)
     }
-    chosen = entropy_coding.choose_scale_shift(fp, lite, q, scale)
+    chosen = entropy_coding.choose_scale_shift(fp, lite, q, scale, per_channel=False)
     assert chosen != 0 and sizes[chosen] < sizes[0]  # this photo's scales are off: a real gain
     assert sizes[chosen] <= min(sizes.values()) + 8, (chosen, sizes[chosen], min(sizes.items(), key=lambda kv: kv[1]))
+    # One shift per channel, when picked, must pay for its payload (padded code + length field).
+    per_channel = entropy_coding.choose_scale_shift(fp, lite, q, scale)
+    assert isinstance(per_channel, tuple) and len(per_channel) == lite.M
+    _, deltas = entropy_coding.split_shift(per_channel)
+    payload = len(container.pack_deltas(deltas)) + 4
+    y_bytes = len(entropy_coding.rans_encode(lite, q, fp.scale_index(scale, per_channel)))
+    assert y_bytes + payload < sizes[chosen], (y_bytes, payload, sizes[chosen])
+
+
+def test_channel_shift_index_equals_one_shift_per_channel(lite, coded_photo):
+    q, scale = coded_photo
+    fp = fixed_point.fixed_point(lite)
+    shifts = tuple((c * 7) % 23 - 11 for c in range(lite.M))
+    by_channel = fp.scale_index(scale, shifts).view(-1, lite.M)
+    rows = scale.view(-1, lite.M)
+    for c in (0, 1, 57, lite.M - 1):
+        assert torch.equal(by_channel[:, c], fp.scale_index(rows[:, c], shifts[c]))
+    assert torch.equal(fp.scale_index(scale, (3,) * lite.M), fp.scale_index(scale, 3))
+
+
+def test_per_channel_file_decodes_like_the_serial_reference_alone_and_in_a_batch(lite):
+    rocket = photo("rocket", (256, 192))
+    blob, y_enc = codec.encode(rocket, lite)
+    c = container.unpack(blob)
+    assert c.channel_shifts is not None and any(c.channel_shifts)  # this photo takes per-channel shifts
+    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, codec.latent_size(c.header), c.y_shift())
+    others = [codec.compress(photo("astronaut", (64, 128)), lite), codec.compress(photo("coffee", (96, 64)), lite)]
+    batched = codec.decode_batch([others[0], blob, others[1]], lite)
+    alone = codec.decode(blob, lite)
+    assert torch.equal(serial, y_enc) and torch.equal(alone[1], y_enc) and torch.equal(batched[1][1], y_enc)
+    assert np.array_equal(np.asarray(alone[0]), np.asarray(batched[1][0]))
+    for f, (img, y) in zip(others, (batched[0], batched[2])):
+        assert torch.equal(codec.decode(f, lite)[1], y)
+
+
+def test_channel_shifts_for_another_width_are_refused(lite):
+    c = container.unpack(codec.compress(photo("rocket", (256, 192)), lite))
+    c.channel_shifts = c.channel_shifts[:-1]
+    with pytest.raises(codec.FormatError, match=f"shifts for {lite.M - 1} channels; the model has {lite.M}"):
+        codec.decompress(container.pack(c), lite)
 
 
 def test_shifted_thresholds_move_by_quarter_steps(lite):
