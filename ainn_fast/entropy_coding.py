@@ -13,8 +13,8 @@ symbols in that order (fronts by t, positions by row, channels), so the serial r
 decoder, :func:`decode_latents_serial`, which visits the positions one at a time in integer
 arithmetic, reads the same stream. A model with the checkerboard context codes in two
 steps instead (anchors without context, then the rest; :func:`coding_steps`), through the
-same batched loop. Format 3 adds a scale shift per image, which the encoder picks to make
-the y stream smallest (:func:`choose_scale_shift`). Version 1 files (float parameters,
+same batched loop. Format 3 adds a scale shift per image (or per channel of an image),
+which the encoder picks to make the file smallest (:func:`choose_scale_shift`). Version 1 files (float parameters,
 raster order) still decode with :func:`decode_latents_v1`.
 """
 
@@ -118,7 +118,6 @@ def choose_scale_shift(
     side = torch.tensor([golomb_bits(s - best) for s in shifts], dtype=cost.dtype, device=cost.device)
     pick = (cost + side[:, None]).argmin(0)
     chosen = tuple(shifts[k] for k in pick.tolist())
-    base, deltas = split_shift(chosen)
     spent = float(cost.gather(0, pick[None])[0].sum()) + 8 * shift_payload_bytes(chosen)
     return chosen if spent < total[best + SHIFT_SEARCH] else best
 
