@@ -68,6 +68,15 @@ class Container:
         return tuple(self.header.scale_shift + d for d in self.channel_shifts)
 
 
+def _zigzag(delta: int) -> int:
+    return 2 * abs(delta) - (delta > 0)  # 0, 1, -1, 2, -2, ... -> 0, 1, 2, 3, 4, ...
+
+
+def delta_bits(delta: int) -> int:
+    """Length of one channel shift delta's code in :func:`pack_deltas`."""
+    return 2 * (_zigzag(delta) + 1).bit_length() - 1
+
+
 def pack_deltas(deltas: tuple[int, ...]) -> bytes:
     """Signed exp-Golomb codes (0, 1, -1, 2, -2, ... as 0, 1, 2, 3, 4, ...; a value v
     written as bit_length(v + 1) - 1 zeros, then v + 1 in binary), most significant bit
@@ -76,7 +85,7 @@ def pack_deltas(deltas: tuple[int, ...]) -> bytes:
     for d in deltas:
         if abs(d) > MAX_CHANNEL_DELTA:
             raise ValueError(f"channel shift delta {d} outside -{MAX_CHANNEL_DELTA}..{MAX_CHANNEL_DELTA}")
-        v = 2 * abs(d) - (d > 0) + 1
+        v = _zigzag(d) + 1
         bits.append("0" * (v.bit_length() - 1) + format(v, "b"))
     text = "".join(bits)
     text += "0" * (-len(text) % 8)

@@ -14,8 +14,8 @@ decoder, :func:`decode_latents_serial`, which visits the positions one at a time
 arithmetic, reads the same stream. A model with the checkerboard context codes in two
 steps instead (anchors without context, then the rest; :func:`coding_steps`), through the
 same batched loop. Format 3 adds a scale shift per image (or per channel of an image),
-which the encoder picks to make the file smallest (:func:`choose_scale_shift`). Version 1 files (float parameters,
-raster order) still decode with :func:`decode_latents_v1`.
+which the encoder picks to make the file smallest (:func:`choose_scale_shift`). Version 1
+files (float parameters, raster order) still decode with :func:`decode_latents_v1`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 
-from .container import pack_deltas
+from .container import delta_bits, pack_deltas
 from .errors import FormatError
 from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
 
@@ -97,11 +97,6 @@ def shift_costs(
     return by_channel if per_channel else by_channel[:, 0]
 
 
-def golomb_bits(delta: int) -> int:
-    """Length of a channel shift's code in the file (signed exp-Golomb, docs/format.md)."""
-    return 2 * (2 * abs(delta) - (delta > 0) + 1).bit_length() - 1
-
-
 def choose_scale_shift(
     fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, per_channel: bool = True
 ) -> int | tuple[int, ...]:
@@ -115,7 +110,7 @@ def choose_scale_shift(
     best = min(shifts, key=lambda s: (total[s + SHIFT_SEARCH], abs(s)))
     if not per_channel:
         return best
-    side = torch.tensor([golomb_bits(s - best) for s in shifts], dtype=cost.dtype, device=cost.device)
+    side = torch.tensor([delta_bits(s - best) for s in shifts], dtype=cost.dtype, device=cost.device)
     pick = (cost + side[:, None]).argmin(0)
     chosen = tuple(shifts[k] for k in pick.tolist())
     spent = float(cost.gather(0, pick[None])[0].sum()) + 8 * shift_payload_bytes(chosen)
@@ -274,10 +269,11 @@ def quantize_latents(
     return z_strings, torch.cat(_latent(y_pad, sizes)), coded
 
 
-def rans_encode(model, q: torch.Tensor, index: torch.Tensor) -> bytes:
-    """One y stream of symbols ``q`` with table rows ``index``."""
+def rans_encode(model, q: torch.Tensor, index: torch.Tensor, tables: tuple[list, list, list] | None = None) -> bytes:
+    """One y stream of symbols ``q`` with table rows ``index`` (``tables``: :func:`_tables`,
+    converted once by a caller that codes several streams)."""
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *_tables(model))
+    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *(tables or _tables(model)))
     return encoder.flush()
 
 
@@ -290,10 +286,11 @@ def encode_latents(
     format 2)."""
     fp = fixed_point(model, y.device)
     z_strings, y_hat, coded = quantize_latents(model, y, progress)
+    tables = _tables(model)
     y_strings, shifts = [], []
     for q, scale in coded:
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
-        y_strings.append(rans_encode(model, q, fp.scale_index(scale, shifts[-1])))
+        y_strings.append(rans_encode(model, q, fp.scale_index(scale, shifts[-1]), tables))
     return y_strings, z_strings, y_hat, shifts
 
 
