@@ -36,6 +36,24 @@ def _precision_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _refine_option(parser: argparse.ArgumentParser) -> None:
+    def steps(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {text!r}")
+        return value
+
+    parser.add_argument(
+        "--refine", type=steps, default=0, metavar="STEPS",
+        help="optimise the latent for this image for STEPS gradient steps before coding: smaller files at "
+        "the same quality, an ordinary file for any decoder, a slower encoder (about 2 s a step for "
+        "512x512 on 2 CPU cores; 30 is a good choice; default 0: off)",
+    )  # fmt: skip
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ainn", description="A-INN learned image compression")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -52,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output file (default: INPUT with suffix .ainn)")
     c.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    _refine_option(c)
     common(c)
 
     d = sub.add_parser("decompress", help=".ainn -> image")
@@ -70,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", default="ainn-demo", help="folder for the .ainn and .png (default ainn-demo)")
     m.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     m.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    _refine_option(m)
     _precision_option(m)
     common(m)
 
@@ -81,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="qualities of the default model (default 1 3 6)")  # fmt: skip
     e.add_argument("--baselines", help="comma-separated: jpeg,webp,avif,jxl or none (default: all available)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    _refine_option(e)
     common(e, model_options=False)
     t = sub.add_parser("train", help="train a model on folders of images (torchrun for several processes)")
     t.add_argument("train_dirs", nargs="+", metavar="DIR", help="folders of training images (any format, any size)")
@@ -213,10 +234,10 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _progress(label: str):
+def _progress(label: str, unit: str = "front"):
     from tqdm import tqdm
 
-    return lambda rows: tqdm(rows, desc=label, unit="front", leave=False, disable=None)
+    return lambda rows: tqdm(rows, desc=label, unit=unit, leave=False, disable=None)
 
 
 def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object]:
@@ -227,7 +248,8 @@ def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object
     model = _model(args) or codec.default_model(args.quality or codec.DEFAULT_QUALITY)
     model = codec.prepare_model(model, device)
     start = time.perf_counter()
-    data, _ = codec.encode(img, model, args.quality, device, _progress("compress"))
+    steps = _progress("refine", "step") if args.refine else None
+    data, _ = codec.encode(img, model, args.quality, device, _progress("compress"), refine=args.refine, refine_progress=steps)
     seconds = time.perf_counter() - start
     _write_atomic(output, lambda f: f.write(data), args.force)
     return data, seconds, img

@@ -32,8 +32,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import baselines, bdrate
 from .errors import InputError
+from .losses import MS_SSIM_MIN_SIDE
 
-MS_SSIM_MIN_SIDE = 161  # pytorch_msssim asserts min(H, W) > (11 - 1) * 2**4
 PSNR_CAP = 100.0  # a lossless reconstruction: JSON has no infinity
 METRICS = ("bytes", "bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 
@@ -191,9 +191,10 @@ def _no_progress(items, label):
 
 def evaluate_ainn(
     images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device=None, progress=_no_progress,
-    description: str = "ainn_fast",
+    description: str = "ainn_fast", refine: int = 0,
 ) -> Curve:  # fmt: skip
-    """ainn_fast's curve: one setting per (label, model); models are prepared here."""
+    """ainn_fast's curve: one setting per (label, model); models are prepared here.
+    ``refine``: the encoder's latent refinement steps (codec.encode)."""
     from . import codec
 
     def jobs():
@@ -204,7 +205,7 @@ def evaluate_ainn(
             codec.decode(codec.encode(np.zeros((16, 16, 3), np.uint8), model)[0], model)
             yield (
                 label,
-                lambda im, model=model: codec.encode(im.pixels, model)[0],
+                lambda im, model=model: codec.encode(im.pixels, model, refine=refine)[0],
                 lambda data, model=model: codec.decode(data, model)[0],
             )
 
@@ -387,6 +388,8 @@ def run_command(args) -> None:
             description += f" (untrained weights at q{', q'.join(map(str, untrained))}: no trained weights ship yet)"
             listed = ", ".join(map(str, untrained))
             notes.append(f"no trained weights for quality {listed}: evaluating untrained weights")
+    if args.refine:
+        description += f", encoder latent refinement {args.refine} steps"
     for note in notes:
         print(f"ainn: note: {note}", file=sys.stderr)
 
@@ -395,7 +398,7 @@ def run_command(args) -> None:
     def progress(items, label):
         return tqdm(items, desc=label, unit="img", leave=False, disable=None)
 
-    ours = evaluate_ainn(images, models, device, progress, description)
+    ours = evaluate_ainn(images, models, device, progress, description, args.refine)
     curves = [ours] + [evaluate_baseline(images, c, progress=progress) for c in codecs]
     for note in dict.fromkeys(n for c in curves for n in c.notes):
         print(f"ainn: note: {note}", file=sys.stderr)

@@ -9,6 +9,7 @@ import torch.nn as nn
 from pytorch_msssim import ms_ssim
 
 METRICS = ("mse", "ms-ssim")
+MS_SSIM_MIN_SIDE = 161  # pytorch_msssim asserts min(H, W) > (11 - 1) * 2**4
 
 # CompressAI's ladder, which the authors follow; index quality - 1.
 LAMBDAS = {

@@ -45,6 +45,17 @@ def test_compress_info_decompress(capsys, tmp_path, photo_png, tiny_checkpoint):
         assert img.size == (90, 70) and img.mode == "RGB"
 
 
+def test_compress_with_refinement_writes_a_file_any_decoder_reads(capsys, tmp_path, photo_png):
+    ainn, png = tmp_path / "r.ainn", tmp_path / "r.png"
+    rc, out, err = run(capsys, "compress", photo_png, "-o", ainn, "--refine", "2")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "decompress", ainn, "-o", png)  # the plain default decoder
+    assert rc == 0, err
+    with Image.open(png) as img, Image.open(photo_png) as src:
+        a, b = np.asarray(img, dtype=np.float64), np.asarray(src, dtype=np.float64)
+    assert 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 25  # the shipped q3 model decodes a photo
+
+
 def one_line_error(rc, err):
     assert rc == 2
     lines = err.strip().splitlines()
@@ -68,6 +79,8 @@ def test_existing_output_needs_force(capsys, tmp_path, photo_png, tiny_checkpoin
         (["compress"], "input"),
         (["compress", "{png}", "--quality", "9"], "quality"),
         (["compress", "{png}", "--bogus"], "unrecognized"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--refine", "-2"], "steps >= 0"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--refine", "lots"], "steps >= 0"),
         (["frobnicate"], "invalid choice"),
         (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.ainn"], "no such file"),
         (["compress", "{tmp}/notimage.png", "-o", "{tmp}/x.ainn"], "not an image"),

@@ -128,18 +128,26 @@ class AINN(CompressionModel):
         the means do: with one pass a fifth to a third of y_hat of a held-out photo is
         more than 0.05 from its file's (docs/training-history.md). The passes before the
         last run without gradient."""
+        h, w = x.shape[-2:]
+        if x.dim() != 4 or x.shape[1] != 3 or h % STRIDE or w % STRIDE:
+            raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {STRIDE}, got {tuple(x.shape)}")
+        return self.forward_latent(self.g_a(x), quantization, context_passes)
+
+    def forward_latent(
+        self, y: torch.Tensor, quantization: str = "noise", context_passes: int = 1, training: bool | None = None
+    ) -> dict:
+        """:meth:`forward` from the latent y on. ``training`` (default: the module's mode)
+        chooses the entropy model's proxies alone: the encoder's latent refinement asks
+        for training-mode rates from a model whose BatchNorms stay in evaluation mode."""
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         if context_passes < 1:
             raise ValueError(f"context_passes must be at least 1, got {context_passes}")
-        h, w = x.shape[-2:]
-        if x.dim() != 4 or x.shape[1] != 3 or h % STRIDE or w % STRIDE:
-            raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {STRIDE}, got {tuple(x.shape)}")
-        y = self.g_a(x)
+        training = self.training if training is None else training
         z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z, training=training)
         params = self.h_s(z_hat)
-        rounded = not self.training or quantization == "mixed"
+        rounded = not training or quantization == "mixed"
         if context_passes > 1 and not rounded:
             raise ValueError("context_passes > 1 needs rounding: use quantization='mixed' (or evaluation mode)")
 
@@ -162,7 +170,7 @@ class AINN(CompressionModel):
         else:
             y_ctx = self.gaussian_conditional.quantize(y, "noise")
         scales_hat, means_hat = gaussian_params_of(y_ctx)
-        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat, training=training)
         if rounded:
             y_hat = file_y_hat(means_hat).detach() + through
         else:
