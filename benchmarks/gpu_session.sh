@@ -13,7 +13,7 @@
 # the extension build is cached under build/ meanwhile), with timeout_s 400 and 360:
 #     1. build tests          (JIT build of the CUDA extension, then the GPU tests)
 #     2. decode model         (issue 7's decode target, then issue 4's whole-model ones)
-# ops_fwd, ops_bwd and decode_pytest only when time is left.
+# ops_fwd, ops_bwd, decode_pytest and refine only when time is left.
 set -u
 OUT=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
@@ -57,10 +57,12 @@ for s in $STEPS; do
     model) bench_ops model "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
     ops_fwd) bench_ops ops_fwd "test_op_forward and not backward" ;;
     ops_bwd) bench_ops ops_bwd "test_op_forward_backward" ;;
+    refine)  # encoder latent refinement on the GPU: compress time with 30 steps (astronaut, q3)
+        step refine 90 python3 -m ainn_fast.cli demo -o "$OUT/refine_demo" --device cuda --refine 30 --force ;;
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$OUT/decode_pytest_h100.json" ;;
-    *) echo "unknown step $s (build tests tests_all decode model ops_fwd ops_bwd decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build tests tests_all decode model ops_fwd ops_bwd decode_pytest refine)" >&2; exit 2 ;;
     esac
 done
 ls -l "$OUT"
