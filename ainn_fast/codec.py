@@ -34,6 +34,9 @@ BYTES_PER_PIXEL = 2560
 # The same for encoding with latent refinement, whose backward pass keeps the synthesis's
 # activations: 4.2-4.3 KiB measured (lite, CPU, 512x512 and 1024x768), with margin.
 REFINE_BYTES_PER_PIXEL = 6144
+# Refined latents whose files the encoder measures (after each third of the steps): each
+# costs a coding pass and a synthesis, a few steps' time.
+REFINE_SNAPSHOTS = 3
 
 
 def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, config: str = DEFAULT_CONFIG) -> AINN:
@@ -183,7 +186,7 @@ def encode(
 
     data, y_hat = pack(y)
     if refine:
-        refined = pack(refine_latent(model, x, y, (height, width), refine, progress=refine_progress))
+        snapshots = refine_latent(model, x, y, (height, width), refine, progress=refine_progress, snapshots=REFINE_SNAPSHOTS)
         target = prepared.rgb.to(dev)
 
         def cost(candidate: tuple[bytes, torch.Tensor]) -> float:
@@ -191,7 +194,7 @@ def encode(
                 x_hat = model.g_s(candidate[1])[..., :height, :width]
             return rd_cost(model, len(candidate[0]), x_hat, target)
 
-        data, y_hat = min((data, y_hat), refined, key=cost)
+        data, y_hat = min([(data, y_hat)] + [pack(s) for s in snapshots], key=cost)
     return data, y_hat
 
 

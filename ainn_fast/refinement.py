@@ -8,8 +8,10 @@ straight through for the context and the synthesis), while z stays h_a(y). The d
 untouched: a refined file is an ordinary file, decoded bit-exactly by any decoder.
 
 ``rd_cost`` measures J on the real file (its bytes and the 8-bit image a decoder
-reconstructs); the codec keeps the refined latent only when that cost is lower, so
-refinement never makes a file worse by the model's own measure.
+reconstructs). The proxies are not the file: on some photos J of the files falls for a
+while and then rises again. So the codec takes snapshots of y along the way and keeps,
+of them and the unrefined y, the one whose file costs least: refinement never makes a
+file worse by the model's own measure.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ def refine_latent(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     progress: Callable | None = None,
-) -> torch.Tensor:
+    snapshots: int = 1,
+) -> list[torch.Tensor]:
     """``steps`` Adam steps on y (1, M, h, w) for the padded image x (1, 3, H, W) whose
     top-left ``size`` = (height, width) is the real image. Deterministic for a seed (the
-    rate's noise comes from a generator of its own). Returns the refined y, detached."""
-    if steps < 0:
-        raise ValueError(f"refinement steps must be >= 0, got {steps}")
+    rate's noise comes from a generator of its own). Returns ``snapshots`` refined
+    latents, detached: y after each of as many equal parts of the steps (the last one
+    after all of them)."""
+    if steps < 0 or snapshots < 1:
+        raise ValueError(f"refinement needs steps >= 0 and snapshots >= 1, got {steps} and {snapshots}")
+    marks = {round(steps * k / snapshots) for k in range(1, snapshots + 1)}
+    taken: list[torch.Tensor] = []
     height, width = size
     target = x[..., :height, :width]
     criterion = rd_loss(model)
@@ -58,7 +65,9 @@ def refine_latent(
             p.requires_grad_(False)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            for _ in progress(range(steps)) if progress else range(steps):
+            for step in progress(range(steps)) if progress else range(steps):
+                if step in marks:
+                    taken.append(y.detach().clone())
                 out = model.forward_latent(y, "mixed", CONTEXT_PASSES, training=True)
                 x_hat = out["x_hat"][..., :height, :width].clamp(0, 1)  # what a decoder shows
                 # The shipped fp16 weights hold the likelihood bound 1e-9 as 0 (checkpoint.
@@ -74,7 +83,8 @@ def refine_latent(
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return y.detach()
+    taken.append(y.detach())  # after the last step (or before the first non-finite loss)
+    return taken + [taken[-1]] * (snapshots - len(taken))
 
 
 def rd_cost(model, payload_bytes: int, x_hat: torch.Tensor, x: torch.Tensor) -> float:

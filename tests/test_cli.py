@@ -154,7 +154,9 @@ def test_bench_writes_json_whose_sizes_are_real_files(capsys, tmp_path):
     # The bytes reported are those of a real file of the same photo and model, v1 included.
     assert row["bytes"] == len(codec.compress(bench.photo(64, 64), model))
     assert row["v1_bytes"] == len(codec.encode(bench.photo(64, 64), model, version=1)[0])
-    assert row["decode_s"] >= row["decode_latents_s"] > 0 and "tiny:" in stdout
+    # Timed apart (medians of separate runs), so under load the whole decode may time
+    # below its latent part: only that both were measured.
+    assert row["decode_s"] > 0 and row["decode_latents_s"] > 0 and "tiny:" in stdout
     rc, _, err = run(capsys, "bench", "--configs", "tiny", "--size", "64x64", "-o", out)
     assert rc == 2 and "exists" in err  # no overwrite without --force
 

@@ -51,7 +51,7 @@ def test_refinement_is_deterministic_and_leaves_the_model_alone(model):
 def test_a_refinement_that_does_not_pay_is_not_kept(model, monkeypatch):
     plain, plain_y_hat = codec.encode(CROP, model)
     # A "refinement" that ruins the latent must lose to the plain file on the real cost.
-    monkeypatch.setattr(codec, "refine_latent", lambda m, x, y, *a, **k: y + 3.0)
+    monkeypatch.setattr(codec, "refine_latent", lambda m, x, y, *a, **k: [y + 3.0, y - 3.0])
     kept, y_hat = codec.encode(CROP, model, refine=2)
     assert kept == plain and torch.equal(y_hat, plain_y_hat)
 
@@ -81,8 +81,8 @@ def test_refinement_stops_before_a_non_finite_loss(model):
         y = model.g_a(x)
     y_bad = y.clone()
     y_bad[0, 0, 0, 0] = float("nan")
-    out = refinement.refine_latent(model, x, y_bad, CROP.shape[:2], 3)
-    assert torch.equal(out.nan_to_num(7.0), y_bad.nan_to_num(7.0))  # not a single step taken
+    for out in refinement.refine_latent(model, x, y_bad, CROP.shape[:2], 3, snapshots=2):
+        assert torch.equal(out.nan_to_num(7.0), y_bad.nan_to_num(7.0))  # not a single step taken
 
 
 def test_bad_refinement_options_are_refused(model):
@@ -92,3 +92,14 @@ def test_bad_refinement_options_are_refused(model):
     unnamed.quality = 0
     with pytest.raises(InputError, match="quality"):
         codec.encode(CROP, unnamed, refine=1)
+
+
+def test_snapshots_lie_on_one_trajectory(model):
+    x = codec.pad_to_stride(torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        y = model.g_a(x)
+    snaps = refinement.refine_latent(model, x, y, CROP.shape[:2], 6, snapshots=3)
+    (last,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 6)
+    assert len(snaps) == 3 and torch.equal(snaps[-1], last)  # taking snapshots changes nothing
+    moved = [float((s - y).abs().mean()) for s in snaps]
+    assert 0 < moved[0] < moved[1] < moved[2]  # after 2, 4 and 6 steps, further each time
