@@ -187,7 +187,7 @@ def encode(
     data, y_hat = pack(y)
     if refine:
         snapshots = refine_latent(model, x, y, (height, width), refine, progress=refine_progress, snapshots=REFINE_SNAPSHOTS)
-        target = prepared.rgb.to(dev)
+        target = x[..., :height, :width]
 
         def cost(candidate: tuple[bytes, torch.Tensor]) -> float:
             with torch.no_grad():

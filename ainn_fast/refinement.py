@@ -45,13 +45,14 @@ def refine_latent(
 ) -> list[torch.Tensor]:
     """``steps`` Adam steps on y (1, M, h, w) for the padded image x (1, 3, H, W) whose
     top-left ``size`` = (height, width) is the real image. Deterministic for a seed (the
-    rate's noise comes from a generator of its own). Returns ``snapshots`` refined
-    latents, detached: y after each of as many equal parts of the steps (the last one
-    after all of them)."""
+    rate's noise comes from a generator of its own). Returns up to ``snapshots`` distinct
+    latents, detached: y after each of as many equal parts of the steps, the last after
+    all of them (or, where a loss turned non-finite, the last latent before it)."""
     if steps < 0 or snapshots < 1:
         raise ValueError(f"refinement needs steps >= 0 and snapshots >= 1, got {steps} and {snapshots}")
-    marks = {round(steps * k / snapshots) for k in range(1, snapshots + 1)}
+    marks = {round(steps * k / snapshots) for k in range(1, snapshots + 1)} - {0}
     taken: list[torch.Tensor] = []
+    done = 0  # steps taken
     height, width = size
     target = x[..., :height, :width]
     criterion = rd_loss(model)
@@ -65,9 +66,7 @@ def refine_latent(
             p.requires_grad_(False)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            for step in progress(range(steps)) if progress else range(steps):
-                if step in marks:
-                    taken.append(y.detach().clone())
+            for _ in progress(range(steps)) if progress else range(steps):
                 out = model.forward_latent(y, "mixed", CONTEXT_PASSES, training=True)
                 x_hat = out["x_hat"][..., :height, :width].clamp(0, 1)  # what a decoder shows
                 # The shipped fp16 weights hold the likelihood bound 1e-9 as 0 (checkpoint.
@@ -80,11 +79,15 @@ def refine_latent(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                done += 1
+                if done in marks:
+                    taken.append(y.detach().clone())
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    taken.append(y.detach())  # after the last step (or before the first non-finite loss)
-    return taken + [taken[-1]] * (snapshots - len(taken))
+    if done not in marks:  # stopped early (or no steps): the last good latent
+        taken.append(y.detach())
+    return taken
 
 
 def rd_cost(model, payload_bytes: int, x_hat: torch.Tensor, x: torch.Tensor) -> float:
