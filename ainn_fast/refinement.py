@@ -23,7 +23,9 @@ import torch
 from .losses import RateDistortionLoss, bpp, lambda_for
 
 DEFAULT_LR = 0.02  # Adam on y, the first step's; cosine decay to 0 over the steps
-CONTEXT_PASSES = 4  # y_hat's means closer to a file's than one pass, at little cost
+# As in the shipped weights' training: y_hat's means near a file's. Against 4 passes, 8 %
+# more time a step; on rocket (q1) the files' J fell 3.0 % instead of 1.6 % (30 steps).
+CONTEXT_PASSES = 16
 LIKELIHOOD_FLOOR = 1e-9  # CompressAI's likelihood bound
 
 
