@@ -32,7 +32,7 @@ DEFAULT_METRIC = "mse"
 # float32, 256^2 and 512^2: 1.6-2.2 KiB), with margin.
 BYTES_PER_PIXEL = 2560
 # The same for encoding with latent refinement, whose backward pass keeps the synthesis's
-# activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768; 16 context passes: 4.4), with margin.
+# activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768), with margin.
 REFINE_BYTES_PER_PIXEL = 6144
 # Refined latents whose files the encoder measures (after each third of the steps): each
 # costs a coding pass and a synthesis, a few steps' time.
