@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ainn_fast import zoo
+from ainn_fast.checkpoint import with_context
 from ainn_fast.layers.pdm import ProgressiveDenoiser
 from ainn_fast.models import AINN
 
@@ -206,6 +207,32 @@ def test_context_passes_converge_to_the_serial_decoders_y_hat(tiny):
     # count need not fall for weights this far from trained ones (it does for the shipped
     # lite weights: docs/training-history.md).
     assert wrong[1] > 0 and wrong[32] == 0, wrong
+
+
+def test_two_context_passes_give_the_checkerboards_y_hat_exactly(tiny):
+    model = with_context(tiny, "checkerboard").eval()
+    torch.manual_seed(9)
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        for p in model.context_prediction.parameters():
+            p.mul_(100)
+        y = model.g_a(x)
+        params = model.h_s(model.entropy_bottleneck(model.h_a(y))[0])
+
+        def decoded(y_ctx):  # y_hat as a decoder gets it when the context sees y_ctx
+            means = model.entropy_parameters(torch.cat((params, model.context_prediction(y_ctx)), 1)).chunk(2, 1)[1]
+            return means + torch.round(y - means)
+
+        # The definition: anchors without context (their context is 0 whatever it is fed),
+        # then the other positions with the context of the anchors' y_hat.
+        anchors_first = decoded(torch.zeros_like(y))
+        two_steps = decoded(anchors_first)
+        one_pass, _ = model.entropy_latent(y, context_passes=1)
+        two_passes, _ = model.entropy_latent(y, context_passes=2)
+    # The same float operations on the same inputs: equal up to summation order.
+    torch.testing.assert_close(two_passes, two_steps, rtol=0, atol=1e-5)
+    # One pass feeds the context round(y), not the anchors' y_hat: other means, other y_hat.
+    assert (one_pass - two_steps).abs().max() > 1e-3
 
 
 def test_context_passes_keep_a_gradient_and_need_rounding(tiny):

@@ -139,6 +139,15 @@ class AINN(CompressionModel):
         """:meth:`forward` from the latent y on. ``training`` (default: the module's mode)
         chooses the entropy model's proxies alone: the encoder's latent refinement asks
         for training-mode rates from a model whose BatchNorms stay in evaluation mode."""
+        y_hat, likelihoods = self.entropy_latent(y, quantization, context_passes, training)
+        return {"x_hat": self.g_s(y_hat), "likelihoods": likelihoods}
+
+    def entropy_latent(
+        self, y: torch.Tensor, quantization: str = "noise", context_passes: int = 1, training: bool | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """The entropy model's half of :meth:`forward_latent`: the y_hat the synthesis is
+        given and the likelihoods of y and z (for training the entropy model alone on
+        cached latents)."""
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         if context_passes < 1:
@@ -175,8 +184,7 @@ class AINN(CompressionModel):
             y_hat = file_y_hat(means_hat).detach() + through
         else:
             y_hat = y_ctx
-        x_hat = self.g_s(y_hat)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
     # Entropy coding: CompressAI's serial autoregressive coder for the same joint model,
     # borrowed as is (it only uses g_a/g_s, the hyper-networks and the entropy modules).
