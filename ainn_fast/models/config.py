@@ -28,7 +28,8 @@ class AINNConfig:
     ms_cfrm: bool = False
     ms_cfrm_layers: int = 2
     # Entropy model context: "serial" (5x5 causal, the exact A-INN model, decoded in
-    # wavefronts) or "checkerboard" (two passes, a little more rate, faster decoding).
+    # wavefronts) or "checkerboard" (two passes, faster decoding, more rate: see
+    # benchmarks/results/checkerboard_rd.md).
     context: str = "serial"
 
     def __post_init__(self) -> None:
