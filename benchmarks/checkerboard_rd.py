@@ -35,7 +35,8 @@ from PIL import Image
 
 from ainn_fast import bench, codec, container, entropy_coding, zoo
 from ainn_fast.checkpoint import restore_bounds, with_context
-from ainn_fast.losses import aux_loss, lambda_for
+from ainn_fast.losses import aux_loss, bpp
+from ainn_fast.refinement import rd_cost
 
 CROP = 256
 # Context passes of the mixed proxy: the serial context as the shipped weights were trained;
@@ -65,8 +66,7 @@ def rate(model, y: torch.Tensor, passes: int) -> torch.Tensor:
     weights were trained with (``mixed``: noise for the rate, the context fed y_hat as a
     file's decoder has it, ``passes`` times)."""
     _, likelihoods = model.entropy_latent(y, "mixed", passes, training=True)
-    pixels = y.shape[0] * (16 * y.shape[2]) * (16 * y.shape[3])
-    return sum(-torch.log2(lik).sum() for lik in likelihoods.values()) / pixels
+    return bpp(likelihoods, y.shape[0] * (16 * y.shape[2]) * (16 * y.shape[3]))
 
 
 def finetune(model, ys: torch.Tensor, steps: int, batch: int, lr: float, seed: int, eval_every: int, eval_dir: Path) -> dict:
@@ -86,9 +86,9 @@ def finetune(model, ys: torch.Tensor, steps: int, batch: int, lr: float, seed: i
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the quantization noise: the same sequence for both models
     losses, evaluations, start = [], {}, time.time()
+    for m in parts:
+        m.train()
     for step in range(1, steps + 1):
-        for m in parts:
-            m.train()
         y = ys[torch.randint(len(ys), (batch,), generator=gen)]
         loss = rate(model, y, PASSES[model.config.context])
         opt.zero_grad()
@@ -103,9 +103,15 @@ def finetune(model, ys: torch.Tensor, steps: int, batch: int, lr: float, seed: i
         if step % eval_every == 0 or step == steps:
             evaluations[step] = evaluate(model, eval_dir, time_decode=step == steps)
             evaluations[step]["train_rate_last_100"] = float(np.mean(losses[-100:]))
+            for m in parts:  # evaluate() left the model in evaluation mode
+                m.train()
             print(f"{model.config.context} step {step}: {evaluations[step]['bytes']} B, mean J {evaluations[step]['mean_J']:.4f}, "
                   f"{time.time() - start:.0f} s", flush=True)
     return {"train_rate_first_100": float(np.mean(losses[:100])), "train_s": time.time() - start, "evaluations": evaluations}
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
 
 
 def evaluate(model, folder: Path, time_decode: bool = True) -> dict:
@@ -113,16 +119,15 @@ def evaluate(model, folder: Path, time_decode: bool = True) -> dict:
     of the 8-bit decode, and J, the RD loss of the file (bpp + lambda 255^2 MSE, the
     quantity training lowers)."""
     model = codec.prepare_model(model)
-    lam = lambda_for(model.quality, "mse")
     rows = []
     for path in sorted(folder.iterdir()):
         img = Image.open(path).convert("RGB")
         data = codec.compress(img, model)
         out = codec.decompress(data, model)
         mse = np.mean((np.asarray(img, dtype=np.float64) - np.asarray(out, dtype=np.float64)) ** 2)
-        bpp = 8 * len(data) / (img.size[0] * img.size[1])
-        rows.append({"image": path.name, "bytes": len(data), "z_bytes": len(container.unpack(data).z), "bpp": bpp,
-                     "psnr": 10 * math.log10(255**2 / mse), "J": bpp + lam * mse})
+        rows.append({"image": path.name, "bytes": len(data), "z_bytes": len(container.unpack(data).z),
+                     "bpp": 8 * len(data) / (img.size[0] * img.size[1]), "psnr": 10 * math.log10(255**2 / mse),
+                     "J": rd_cost(model, len(data), _tensor(out), _tensor(img))})
     result = {"images": rows, "bytes": sum(r["bytes"] for r in rows), "mean_psnr": float(np.mean([r["psnr"] for r in rows])),
               "mean_J": float(np.mean([r["J"] for r in rows]))}
     if time_decode:
