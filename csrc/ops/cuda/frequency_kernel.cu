@@ -106,7 +106,7 @@ dim3 tile_grid(int64_t planes, int H, int W) {
 std::tuple<at::Tensor, at::Tensor> multiscale_decompose(const at::Tensor& x_) {
   check_cuda(x_, "native_multiscale_decompose");
   TORCH_CHECK(x_.dim() == 4, "native_multiscale_decompose: x must be 4-D");
-  const c10::cuda::CUDAGuard guard(x_.device());
+  const DeviceGuard guard(x_.device());
   const at::Tensor x = x_.contiguous();
   const int64_t B = x.size(0), C = x.size(1);
   const int H = static_cast<int>(x.size(2)), W = static_cast<int>(x.size(3));
@@ -114,9 +114,8 @@ std::tuple<at::Tensor, at::Tensor> multiscale_decompose(const at::Tensor& x_) {
   if (low.numel() == 0) return {low, high};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "native_multiscale_decompose", [&] {
     using A = at::opmath_type<scalar_t>;
-    decompose_kernel<scalar_t, A><<<tile_grid(B * C, H, W), dim3(TX, TY), 0, stream()>>>(
+    launch(decompose_kernel<scalar_t, A>, tile_grid(B * C, H, W), dim3(TX, TY),
         x.const_data_ptr<scalar_t>(), low.data_ptr<scalar_t>(), high.data_ptr<scalar_t>(), B * C, C, H, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {low, high};
 }
@@ -125,7 +124,7 @@ at::Tensor multiscale_decompose_backward(const at::Tensor& gl_, const at::Tensor
   check_cuda(gl_, "native_multiscale_decompose_backward");
   TORCH_CHECK(gl_.dim() == 4 && gl_.sizes() == gh_.sizes() && gl_.size(1) % 3 == 0,
               "native_multiscale_decompose_backward: expected two (B, 3C, H, W) gradients");
-  const c10::cuda::CUDAGuard guard(gl_.device());
+  const DeviceGuard guard(gl_.device());
   const at::Tensor gl = gl_.contiguous(), gh = gh_.to(gl_.scalar_type()).contiguous();
   const int64_t B = gl.size(0), C = gl.size(1) / 3;
   const int H = static_cast<int>(gl.size(2)), W = static_cast<int>(gl.size(3));
@@ -133,10 +132,8 @@ at::Tensor multiscale_decompose_backward(const at::Tensor& gl_, const at::Tensor
   if (dx.numel() == 0) return dx;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gl.scalar_type(), "native_multiscale_decompose_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    decompose_backward_kernel<scalar_t, A>
-        <<<tile_grid(B * C, H, W), dim3(TX, TY), 0, stream()>>>(
-            gl.const_data_ptr<scalar_t>(), gh.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), B * C, C, H, W);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(decompose_backward_kernel<scalar_t, A>, tile_grid(B * C, H, W), dim3(TX, TY),
+        gl.const_data_ptr<scalar_t>(), gh.const_data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), B * C, C, H, W);
   });
   return dx;
 }
@@ -186,17 +183,16 @@ void check_blend(const at::Tensor& logits, const at::Tensor& low, const at::Tens
 
 at::Tensor frequency_blend(const at::Tensor& logits_, const at::Tensor& low_, const at::Tensor& high_) {
   check_blend(logits_, low_, high_);
-  const c10::cuda::CUDAGuard guard(low_.device());
+  const DeviceGuard guard(low_.device());
   const at::Tensor lg = logits_.contiguous(), lo = low_.contiguous(), hi = high_.contiguous();
   at::Tensor out = at::empty(lo.sizes(), lo.options());
   const int64_t n = lg.numel(), C = lo.size(1), HW = lo.size(2) * lo.size(3);
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, lo.scalar_type(), "native_frequency_blend", [&] {
     using A = at::opmath_type<scalar_t>;
-    blend_kernel<scalar_t, A><<<blocks_for(n), kThreads, 0, stream()>>>(
+    launch(blend_kernel<scalar_t, A>, blocks_for(n), kThreads,
         lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(), hi.const_data_ptr<scalar_t>(),
         out.data_ptr<scalar_t>(), n, C, HW);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
@@ -205,7 +201,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> frequency_blend_backward(
     const at::Tensor& grad_, const at::Tensor& logits_, const at::Tensor& low_, const at::Tensor& high_) {
   check_blend(logits_, low_, high_);
   TORCH_CHECK(grad_.sizes() == low_.sizes(), "native_frequency_blend_backward: grad must have the shape of low");
-  const c10::cuda::CUDAGuard guard(low_.device());
+  const DeviceGuard guard(low_.device());
   const at::Tensor go = grad_.to(low_.scalar_type()).contiguous();
   const at::Tensor lg = logits_.contiguous(), lo = low_.contiguous(), hi = high_.contiguous();
   at::Tensor dlg = at::empty(lg.sizes(), lg.options()), dlo = at::empty(lo.sizes(), lo.options()),
@@ -214,23 +210,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> frequency_blend_backward(
   if (dlo.numel() == 0) return {dlg.zero_(), dlo, dhi};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, lo.scalar_type(), "native_frequency_blend_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    blend_backward_kernel<scalar_t, A><<<blocks_for(n), kThreads, 0, stream()>>>(
+    launch(blend_backward_kernel<scalar_t, A>, blocks_for(n), kThreads,
         go.const_data_ptr<scalar_t>(), lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(),
-        hi.const_data_ptr<scalar_t>(), dlg.data_ptr<scalar_t>(), dlo.data_ptr<scalar_t>(), dhi.data_ptr<scalar_t>(), n,
-        C, HW);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        hi.const_data_ptr<scalar_t>(), dlg.data_ptr<scalar_t>(), dlo.data_ptr<scalar_t>(), dhi.data_ptr<scalar_t>(),
+        n, C, HW);
   });
   return {dlg, dlo, dhi};
 }
 
 }  // namespace
 
+#ifndef AINN_CUDA_EMULATION  // the emulation registers its own ops (tests/cuda_emulation.cpp)
 TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) {
   m.impl("native_multiscale_decompose", &multiscale_decompose);
   m.impl("native_multiscale_decompose_backward", &multiscale_decompose_backward);
   m.impl("native_frequency_blend", &frequency_blend);
   m.impl("native_frequency_blend_backward", &frequency_blend_backward);
 }
+#endif
 
 }  // namespace cuda
 }  // namespace ainn_fast

@@ -50,11 +50,10 @@ void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t O
   const U* s = static_cast<const U*>(src.const_data_ptr());
   U* d = static_cast<U*>(dst.data_ptr());
   if (nhwc) {
-    squeeze_kernel<U, true><<<blocks_for(n), kThreads, 0, stream()>>>(s, d, n, C, OH, OW, unsqueeze);
+    launch(squeeze_kernel<U, true>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
   } else {
-    squeeze_kernel<U, false><<<blocks_for(n), kThreads, 0, stream()>>>(s, d, n, C, OH, OW, unsqueeze);
+    launch(squeeze_kernel<U, false>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Layouts as layout.h's squeeze_operands says.
@@ -77,7 +76,7 @@ at::Tensor squeeze2x2(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "native_squeeze2x2: x must be 4-D");
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(H % 2 == 0 && W % 2 == 0, "squeeze2x2 needs even height and width, got ", H, "x", W);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceGuard guard(x.device());
   return squeeze_or_unsqueeze(x, {B, 4 * C, H / 2, W / 2}, C, H / 2, W / 2, false);
 }
 
@@ -86,7 +85,7 @@ at::Tensor unsqueeze2x2(const at::Tensor& y) {
   TORCH_CHECK(y.dim() == 4, "native_unsqueeze2x2: y must be 4-D");
   const int64_t B = y.size(0), C4 = y.size(1), H = y.size(2), W = y.size(3);
   TORCH_CHECK(C4 % 4 == 0, "unsqueeze2x2 needs a multiple of 4 channels, got ", C4);
-  const c10::cuda::CUDAGuard guard(y.device());
+  const DeviceGuard guard(y.device());
   return squeeze_or_unsqueeze(y, {B, C4 / 4, 2 * H, 2 * W}, C4 / 4, H, W, true);
 }
 
@@ -127,17 +126,16 @@ at::Tensor group_mean(const at::Tensor& x1_, const at::Tensor& x2_, int64_t M) {
               "native_group_mean: streams do not concatenate");
   const int64_t B = x1_.size(0), C1 = x1_.size(1), C2 = x2_.size(1), HW = x1_.size(2) * x1_.size(3);
   TORCH_CHECK(M > 0 && (C1 + C2) % M == 0, "group_mean: ", C1 + C2, " channels do not split into groups of ", M);
-  const c10::cuda::CUDAGuard guard(x1_.device());
+  const DeviceGuard guard(x1_.device());
   const at::Tensor x1 = x1_.contiguous(), x2 = x2_.contiguous();
   at::Tensor out = at::empty({B, M, x1.size(2), x1.size(3)}, x1.options());
   const int64_t n = out.numel();
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x1.scalar_type(), "native_group_mean", [&] {
     using A = at::opmath_type<scalar_t>;
-    group_mean_kernel<scalar_t, A><<<blocks_for(n), kThreads, 0, stream()>>>(
+    launch(group_mean_kernel<scalar_t, A>, blocks_for(n), kThreads,
         x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, M, HW, C1, C2,
         (C1 + C2) / M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
@@ -147,29 +145,30 @@ std::tuple<at::Tensor, at::Tensor> group_mean_backward(const at::Tensor& grad_, 
   TORCH_CHECK(grad_.dim() == 4, "native_group_mean_backward: grad must be 4-D");
   const int64_t B = grad_.size(0), M = grad_.size(1), H = grad_.size(2), W = grad_.size(3);
   TORCH_CHECK(M > 0 && (C1 + C2) % M == 0, "native_group_mean_backward: channels do not split into groups");
-  const c10::cuda::CUDAGuard guard(grad_.device());
+  const DeviceGuard guard(grad_.device());
   const at::Tensor grad = grad_.contiguous();
   at::Tensor d1 = at::empty({B, C1, H, W}, grad.options()), d2 = at::empty({B, C2, H, W}, grad.options());
   const int64_t n = B * (C1 + C2) * H * W;
   if (n == 0) return {d1, d2};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "native_group_mean_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    group_mean_backward_kernel<scalar_t, A><<<blocks_for(n), kThreads, 0, stream()>>>(
+    launch(group_mean_backward_kernel<scalar_t, A>, blocks_for(n), kThreads,
         grad.const_data_ptr<scalar_t>(), d1.data_ptr<scalar_t>(), d2.data_ptr<scalar_t>(), n, M, H * W, C1, C2,
         (C1 + C2) / M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {d1, d2};
 }
 
 }  // namespace
 
+#ifndef AINN_CUDA_EMULATION  // the emulation registers its own ops (tests/cuda_emulation.cpp)
 TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) {
   m.impl("native_squeeze2x2", &squeeze2x2);
   m.impl("native_unsqueeze2x2", &unsqueeze2x2);
   m.impl("native_group_mean", &group_mean);
   m.impl("native_group_mean_backward", &group_mean_backward);
 }
+#endif
 
 }  // namespace cuda
 }  // namespace ainn_fast

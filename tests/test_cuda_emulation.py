@@ -1,0 +1,169 @@
+"""The CUDA kernels, run on the CPU, against the reference ops.
+
+CI and the development machines have nvcc but no GPU, so without this the .cu files
+would be compiled (tests/test_native_build.py) and never run. tests/cuda_emulation.cpp
+compiles the .cu files themselves, launchers included, for the host, with
+csrc/ops/cuda/emulation.h standing in for the CUDA runtime: one host thread per CUDA
+thread, blocks in turn, shared memory and __syncthreads() emulated. Each op, forward and
+its explicit backward op, is compared with the reference op and its autograd gradients.
+
+The emulated device has 2 multiprocessors, so a grid-stride kernel gets at most 64
+blocks of 256 threads and the larger shapes here make every thread loop more than once;
+the tiled decomposition sees several tiles across, down and halo-clipped at every edge.
+
+Tolerances are those of tests/test_native_ops.py and for the same reasons (the kernels
+compute in float32, or float64 for float64, and round once): float32 rtol 1e-5 / atol
+1e-6; float16 2e-3 and bfloat16 1.6e-2 against the float32 reference rounded to the
+dtype; float64 1e-12. The (un)squeezes move bits and must be exact. What this cannot
+show: races between blocks, device math (host libm's exp stands in for CUDA's) and
+speed; those need the GPU host.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ainn_fast import ops
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = {op.name: op.impls["reference"] for op in ops.ALL_OPS}
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float16: dict(rtol=2e-3, atol=2e-3),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2),
+}
+DTYPES = list(TOL)
+DTYPE_IDS = ["fp32", "fp64", "fp16", "bf16"]
+# Odd sizes, batch > 1, and one (24,576 elements) beyond a grid stride of 64 x 256 threads.
+SHAPES = {"small_odd": (2, 3, 6, 10), "odd": (3, 5, 14, 18), "strided": (1, 8, 48, 64)}
+
+
+@pytest.fixture(scope="module")
+def emu():
+    if not shutil.which("c++"):
+        pytest.skip("no C++ compiler to build the emulation")
+    from torch.utils.cpp_extension import load
+
+    load(name="ainn_fast_cuda_emulation", sources=[str(ROOT / "tests" / "cuda_emulation.cpp")],
+         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O2"], is_python_module=False, verbose=False)
+    lib = torch.ops.ainn_fast_cuda_emulation
+    lib.set_multiprocessors(2)
+    return lib
+
+
+def _reference(name, args, dtype):
+    """The reference outputs and input gradients, in float32 (float64 for float64), for a
+    fixed output gradient; the inputs are the low-precision values, widened exactly."""
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    inputs = [a.to(wide).requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
+    outs = REF[name](*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    grads_out = [torch.randn_like(o).to(dtype) for o in outs]
+    grads = torch.autograd.grad(outs, [a for a in inputs if isinstance(a, torch.Tensor)],
+                                [g.to(wide) for g in grads_out])
+    return [o.detach() for o in outs], list(grads), grads_out
+
+
+def _close(got, want, dtype):
+    assert got.dtype == dtype and got.shape == want.shape
+    torch.testing.assert_close(got.to(want.dtype), want.to(dtype).to(want.dtype), **TOL[dtype])
+
+
+def _rand(*shape, dtype):
+    return torch.randn(*shape).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_coupling(emu, inverse, shape, dtype):
+    name = "affine_coupling_inverse" if inverse else "affine_coupling"
+    a, g, h = (_rand(*shape, dtype=dtype) for _ in range(3))
+    g = 3 * g  # gates well into both tails of the sigmoid
+    outs, grads, go = _reference(name, (a, g, h, 0.8), dtype)
+    _close(getattr(emu, "native_" + name)(a, g, h, 0.8), outs[0], dtype)
+    for got, want in zip(emu.native_affine_coupling_backward(go[0], a, g, h, 0.8, inverse), grads):
+        _close(got, want, dtype)
+
+
+def test_coupling_channels_last_and_views(emu):
+    # The first input's dense layout is kept (layout.h); other layouts are copied into it.
+    cl = dict(memory_format=torch.channels_last)
+    a = torch.randn(2, 6, 9, 11).contiguous(**cl)
+    g = torch.randn(2, 6, 11, 9).transpose(2, 3)
+    h = torch.randn(2, 12, 9, 11)[:, 6:]
+    y = emu.native_affine_coupling(a, g, h, 1.0)
+    assert y.is_contiguous(**cl)
+    torch.testing.assert_close(y, REF["affine_coupling"](a, g, h, 1.0), **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "view"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.float32, torch.float64],
+                         ids=["u8", "i16", "fp32", "fp64"])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_squeeze_and_unsqueeze_are_exact(emu, shape, dtype, layout):
+    b, c, h, w = shape
+    x = torch.randint(0, 100, (b, c, h, w)).to(dtype)
+    y = torch.randint(0, 100, (b, 4 * c, h // 2, w // 2)).to(dtype)
+    if layout == "channels_last":
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    elif layout == "view":
+        x, y = x.transpose(2, 3).contiguous().transpose(2, 3), y.transpose(2, 3).contiguous().transpose(2, 3)
+    sq, unsq = emu.native_squeeze2x2(x), emu.native_unsqueeze2x2(y)
+    assert torch.equal(sq, REF["squeeze2x2"](x)) and torch.equal(unsq, REF["unsqueeze2x2"](y))
+    assert sq.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_group_mean(emu, shape, dtype):
+    b, c, h, w = shape
+    x1, x2 = _rand(b, c, h, w, dtype=dtype), _rand(b, 3 * c, h, w, dtype=dtype)
+    outs, grads, go = _reference("group_mean", (x1, x2, 2 * c), dtype)
+    _close(emu.native_group_mean(x1, x2, 2 * c), outs[0], dtype)
+    for got, want in zip(emu.native_group_mean_backward(go[0], c, 3 * c), grads):
+        _close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 6, 10), (1, 2, 19, 70), (2, 1, 8, 32), (1, 1, 1, 1)],
+                         ids=["small_odd", "tiles_clipped", "tiles_exact", "one_pixel"])
+def test_multiscale_decompose(emu, shape, dtype):
+    # 32 x 8 tiles: 19 x 70 needs 3 x 3 tiles, the last of each row and column clipped.
+    x = _rand(*shape, dtype=dtype)
+    outs, grads, go = _reference("multiscale_decompose", (x,), dtype)
+    for got, want in zip(emu.native_multiscale_decompose(x), outs):
+        _close(got, want, dtype)
+    _close(emu.native_multiscale_decompose_backward(go[0], go[1]), grads[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_frequency_blend(emu, shape, dtype):
+    b, c, h, w = shape
+    logits = 3 * _rand(b, 1, h, w, dtype=dtype)
+    low, high = _rand(*shape, dtype=dtype), _rand(*shape, dtype=dtype)
+    outs, grads, go = _reference("frequency_blend", (logits, low, high), dtype)
+    _close(emu.native_frequency_blend(logits, low, high), outs[0], dtype)
+    for got, want in zip(emu.native_frequency_blend_backward(go[0], logits, low, high), grads):
+        _close(got, want, dtype)
+
+
+@pytest.mark.parametrize("multiprocessors", [1, 3])
+def test_grid_stride_covers_every_element_for_any_grid(emu, multiprocessors):
+    # 1: 32 blocks of 256 threads for 24,576 elements, three strides each; 3: 96 blocks,
+    # the last stride partial. torch.empty's leftovers would show where a thread skipped.
+    emu.set_multiprocessors(multiprocessors)
+    try:
+        a, g, h = (torch.randn(1, 8, 48, 64) for _ in range(3))
+        torch.testing.assert_close(emu.native_affine_coupling(a, g, h, 1.0), REF["affine_coupling"](a, g, h, 1.0),
+                                   **TOL[torch.float32])
+        x = torch.randn(1, 8, 48, 64)
+        assert torch.equal(emu.native_squeeze2x2(x), REF["squeeze2x2"](x))
+    finally:
+        emu.set_multiprocessors(2)
