@@ -36,6 +36,7 @@ import torch
 from . import ops
 from .backend import register_backend
 from .build_flags import CXX_FLAGS, LD_FLAGS, NVCC_FLAGS
+from .ops.squeeze import conv1x1_unsqueeze_folded, squeeze_conv1x1_folded
 
 __all__ = ["load", "probe", "extension_origin"]
 
@@ -350,8 +351,8 @@ def frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor)
 
 
 # A level's squeeze and its invertible 1x1 convolution. On CUDA they run as one stride-2
-# 2x2 convolution (transposed, in the inverse direction) with the weight rearranged, in
-# cuDNN, so no squeezed copy is materialised. On the CPU, oneDNN runs those strided
+# 2x2 convolution (transposed, in the inverse direction) with the weight rearranged
+# (ops/squeeze.py's *_folded), in cuDNN, so no squeezed copy is materialised. On the CPU, oneDNN runs those strided
 # convolutions slower than the pair "native (un)squeeze kernel + 1x1 convolution" (up to
 # 1.7x slower at the second level; benchmarks/results/native_cpu.md), so the CPU runs
 # the pair.
@@ -364,23 +365,14 @@ def _conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def squeeze_conv1x1(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu":
         return _conv1x1(squeeze2x2(x), weight)
-    b, c, h, w = x.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"squeeze2x2 needs even height and width, got {h}x{w}")
-    c4 = weight.shape[0]
-    # weight[o, (i * 2 + j) * C + c] -> kernel[o, c, i, j]
-    kernel = weight.to(x.dtype).reshape(c4, 2, 2, c4 // 4).permute(0, 3, 1, 2)
-    return torch.nn.functional.conv2d(x, kernel, stride=2)
+    return squeeze_conv1x1_folded(x, weight)
 
 
 @ops.conv1x1_unsqueeze.register("native")
 def conv1x1_unsqueeze(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if y.device.type == "cpu":
         return unsqueeze2x2(_conv1x1(y, weight))
-    c4 = weight.shape[0]
-    # weight[(i * 2 + j) * C + c, k] -> kernel[k, c, i, j] of a stride-2 transposed convolution
-    kernel = weight.to(y.dtype).reshape(2, 2, c4 // 4, c4).permute(3, 2, 0, 1)
-    return torch.nn.functional.conv_transpose2d(y, kernel, stride=2)
+    return conv1x1_unsqueeze_folded(y, weight)
 
 
 register_backend("native", probe)

@@ -14,11 +14,18 @@ without materialising the concatenation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ainn_fast.ops.squeeze import conv1x1_unsqueeze, group_mean, squeeze2x2, squeeze_conv1x1, unsqueeze2x2
+from ainn_fast.ops.squeeze import (
+    conv1x1_unsqueeze,
+    conv1x1_unsqueeze_folded,
+    group_mean,
+    squeeze2x2,
+    squeeze_conv1x1,
+    squeeze_conv1x1_folded,
+    unsqueeze2x2,
+)
 
 from ._common import INDEX_BLOCK, grid, is_channels_last, new_4d
 
@@ -263,22 +270,7 @@ def group_mean_triton(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> 
     return torch.ops.ainn_fast.triton_group_mean(x1, x2, int(out_channels))
 
 
-# The squeeze folded into the following invertible 1x1 convolution: no squeezed copy is
-# ever written, and the (cuDNN) convolution reads channels_last input in place. Plain
-# aten ops, so autograd and torch.compile need no custom op here.
-
-
-@squeeze_conv1x1.register("triton")
-def squeeze_conv1x1_folded(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    c4 = weight.shape[0]
-    # kernel[o, c, i, j] = W[o, (i * 2 + j) * C + c]
-    kernel = weight.to(x.dtype).view(c4, 2, 2, c4 // 4).permute(0, 3, 1, 2)
-    return F.conv2d(x, kernel, stride=2)
-
-
-@conv1x1_unsqueeze.register("triton")
-def conv1x1_unsqueeze_folded(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    c4 = weight.shape[0]
-    # transposed-conv kernel[k, c, i, j] = W^-1[(i * 2 + j) * C + c, k]
-    kernel = weight.to(y.dtype).view(2, 2, c4 // 4, c4).permute(3, 2, 0, 1)
-    return F.conv_transpose2d(y, kernel, stride=2)
+# The squeeze folded into the following invertible 1x1 convolution (one home for that
+# math: ainn_fast/ops/squeeze.py); cuDNN reads channels_last input in place.
+squeeze_conv1x1.register("triton")(squeeze_conv1x1_folded)
+conv1x1_unsqueeze.register("triton")(conv1x1_unsqueeze_folded)

@@ -87,3 +87,25 @@ def test_frequency_ops_gradcheck():
     assert torch.autograd.gradcheck(lambda a: ops.multiscale_decompose(a), (x,))
     lg, lo, hi = (torch.randn(1, k, 4, 4, dtype=torch.float64, requires_grad=True) for k in (1, 3, 3))
     assert torch.autograd.gradcheck(lambda a, b, c: ops.frequency_blend(a, b, c), (lg, lo, hi))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_folded_squeeze_convolutions_equal_squeeze_then_1x1(channels_last):
+    # The strided convolutions the fused backends run (Triton everywhere, native on CUDA)
+    # against squeeze + 1x1 convolution, forward and gradients (float64: only the sum
+    # order differs, so 1e-12).
+    from ainn_fast.ops.squeeze import conv1x1_unsqueeze_folded, squeeze_conv1x1_folded
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 3, 6, 10, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    y = torch.randn(2, 12, 3, 5, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(12, 12, dtype=torch.float64, requires_grad=True)
+    for folded, op, inp in ((squeeze_conv1x1_folded, ops.squeeze_conv1x1, x),
+                            (conv1x1_unsqueeze_folded, ops.conv1x1_unsqueeze, y)):
+        got, want = folded(inp, w), op.impls["reference"](inp, w)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        go = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(got, (inp, w), go), torch.autograd.grad(want, (inp, w), go)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="even height and width"):  # a strided convolution would drop the last row
+        squeeze_conv1x1_folded(torch.zeros(1, 3, 5, 4), torch.eye(12))

@@ -63,6 +63,28 @@ def _conv1x1_unsqueeze_reference(y: torch.Tensor, weight: torch.Tensor) -> torch
     return _unsqueeze2x2_reference(F.conv2d(y, weight.to(y.dtype).view(c4, c4, 1, 1)))
 
 
+# The same two ops as one strided convolution each, for the fused backends (Triton, and
+# native on CUDA): cuDNN reads the unsqueezed side in place, so no squeezed copy is ever
+# written. Plain aten ops: autograd and torch.compile need nothing more.
+def squeeze_conv1x1_folded(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``squeeze_conv1x1`` as a stride-2 2x2 convolution."""
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"squeeze2x2 needs even height and width, got {h}x{w}")
+    c4 = weight.shape[0]
+    # kernel[o, c, i, j] = W[o, (i * 2 + j) * C + c]
+    kernel = weight.to(x.dtype).reshape(c4, 2, 2, c4 // 4).permute(0, 3, 1, 2)
+    return F.conv2d(x, kernel, stride=2)
+
+
+def conv1x1_unsqueeze_folded(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``conv1x1_unsqueeze`` as a stride-2 2x2 transposed convolution."""
+    c4 = weight.shape[0]
+    # kernel[k, c, i, j] = W^-1[(i * 2 + j) * C + c, k]
+    kernel = weight.to(y.dtype).reshape(2, 2, c4 // 4, c4).permute(3, 2, 0, 1)
+    return F.conv_transpose2d(y, kernel, stride=2)
+
+
 squeeze2x2 = Op("squeeze2x2", _squeeze2x2_reference)
 unsqueeze2x2 = Op("unsqueeze2x2", _unsqueeze2x2_reference)
 group_mean = Op("group_mean", _group_mean_reference)
