@@ -6,21 +6,25 @@
 // otherwise be compiled and never run. Emulated, their indexing, halos, grid-stride
 // loops and launch geometry are checked against the reference ops everywhere.
 //
-// How a launch runs: one host thread per CUDA thread of a block (blockDim threads), each
-// walking every block of the grid in order, with a barrier between blocks; `__shared__`
-// variables become function statics, shared by the block's threads and reused block
-// after block, which is what shared memory is. `__syncthreads()` is that barrier too.
-// What it cannot show: races between blocks (they run one at a time), warp-level
-// behaviour, device math (host libm stands in for CUDA's exp) and speed.
+// How a launch runs: on the calling thread, block after block. Every CUDA thread of a
+// block is a fiber (ucontext) with its own stack, run until it finishes or reaches
+// `__syncthreads()`, where it yields until the block's other threads are there too; so
+// `__shared__` variables can be function statics, shared by the block and reused by the
+// next, which is what shared memory is. A kernel whose first thread finishes without a
+// barrier has none (a barrier not reached by every thread is undefined in CUDA), and its
+// other threads run as plain calls, which is most kernels here.
+// What it cannot show: races between blocks (they run one at a time) or within a warp,
+// device math (host libm stands in for CUDA's exp) and speed.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <ucontext.h>
+
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
-#include <thread>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #define __global__
@@ -48,29 +52,83 @@ inline thread_local dim3 thread_idx, block_idx, block_dim, grid_dim;
 // blocks_for); small, so that the tests' tensors span several grid strides.
 inline int multiprocessors = 2;
 
-class Barrier {
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const int64_t generation = generation_;
-    if (++waiting_ == n_) {
-      waiting_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation; });
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int n_, waiting_ = 0;
-  int64_t generation_ = 0;
+// The fibers of the block being run, and the scheduler's context they yield to.
+struct Fiber {
+  ucontext_t context;
+  bool finished = false;
 };
 
-inline thread_local Barrier* block_barrier = nullptr;
+// Fiber stacks, kept for the next launch (kernels need little: a few KiB of frames).
+constexpr size_t kStack = 64 * 1024;
+
+inline char* fiber_stack(size_t t) {
+  static thread_local std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() <= t) stacks.emplace_back(new char[kStack]);
+  return stacks[t].get();
+}
+
+struct Block {
+  ucontext_t scheduler;
+  std::vector<Fiber> fibers;
+  std::function<void()> body;  // the kernel with its arguments
+  Fiber* current = nullptr;
+  bool used_barrier = false;
+};
+
+inline thread_local Block* running = nullptr;
+
+inline void fiber_entry() {
+  running->body();
+  running->current->finished = true;
+  swapcontext(&running->current->context, &running->scheduler);
+}
+
+inline void set_thread(const dim3& block, int t) {
+  thread_idx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+}
+
+// Run every thread of the current block (block_idx set): the first in a fiber; the rest
+// in fibers too if it met a barrier, else as plain calls.
+inline void run_block(Block& b, const dim3& block, int threads) {
+  auto start = [&](int t) {
+    Fiber& f = b.fibers[t];
+    f.finished = false;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = fiber_stack(t);
+    f.context.uc_stack.ss_size = kStack;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_entry, 0);
+  };
+  auto resume = [&](int t) {
+    b.current = &b.fibers[t];
+    set_thread(block, t);
+    swapcontext(&b.scheduler, &b.fibers[t].context);
+  };
+  start(0);
+  resume(0);
+  if (b.fibers[0].finished && !b.used_barrier) {
+    b.current = nullptr;  // a barrier now would be one the first thread never reached
+    for (int t = 1; t < threads; ++t) {
+      set_thread(block, t);
+      b.body();
+    }
+    return;
+  }
+  for (int t = 1; t < threads; ++t) {
+    start(t);
+    resume(t);
+  }
+  // Every unfinished fiber now waits at the same barrier: release them, phase by phase.
+  for (bool pending = true; pending;) {
+    pending = false;
+    for (int t = 0; t < threads; ++t) {
+      if (!b.fibers[t].finished) {
+        resume(t);
+        pending = true;
+      }
+    }
+  }
+}
 
 }  // namespace emulation
 
@@ -79,31 +137,32 @@ inline thread_local Barrier* block_barrier = nullptr;
 #define blockDim (::ainn_fast::cuda::emulation::block_dim)
 #define gridDim (::ainn_fast::cuda::emulation::grid_dim)
 
-inline void __syncthreads() { emulation::block_barrier->wait(); }
+inline void __syncthreads() {
+  emulation::Block* b = emulation::running;
+  TORCH_CHECK(b != nullptr && b->current != nullptr,
+              "__syncthreads reached by some threads of a block only (undefined in CUDA), or outside a kernel");
+  b->used_barrier = true;
+  swapcontext(&b->current->context, &b->scheduler);
+}
 
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
   const int threads = static_cast<int>(block.x * block.y * block.z);
   TORCH_CHECK(threads >= 1 && threads <= 1024, "emulated launch: ", threads, " threads per block");
-  emulation::Barrier barrier(threads);
-  std::vector<std::thread> pool;
-  pool.reserve(threads);
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      emulation::block_barrier = &barrier;
-      emulation::block_dim = block;
-      emulation::grid_dim = grid;
-      emulation::thread_idx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
-      for (unsigned int bz = 0; bz < grid.z; ++bz)
-        for (unsigned int by = 0; by < grid.y; ++by)
-          for (unsigned int bx = 0; bx < grid.x; ++bx) {
-            emulation::block_idx = dim3(bx, by, bz);
-            kernel(static_cast<Params>(args)...);
-            barrier.wait();  // the block's shared memory is the next block's
-          }
-    });
-  }
-  for (auto& thread : pool) thread.join();
+  TORCH_CHECK(emulation::running == nullptr, "emulated launch inside an emulated kernel");
+  emulation::Block b;
+  b.fibers.resize(threads);
+  b.body = [&] { kernel(static_cast<Params>(args)...); };
+  emulation::running = &b;
+  emulation::block_dim = block;
+  emulation::grid_dim = grid;
+  for (unsigned int bz = 0; bz < grid.z; ++bz)
+    for (unsigned int by = 0; by < grid.y; ++by)
+      for (unsigned int bx = 0; bx < grid.x; ++bx) {
+        emulation::block_idx = dim3(bx, by, bz);
+        emulation::run_block(b, block, threads);
+      }
+  emulation::running = nullptr;
 }
 
 struct DeviceGuard {
