@@ -18,6 +18,10 @@ void set_multiprocessors(int64_t n) {
   ainn_fast::cuda::emulation::multiprocessors = static_cast<int>(n);
 }
 
+void set_int32_index_limit(int64_t n) { ainn_fast::cuda::emulation::int32_index_limit = n; }
+
+int64_t get_int32_index_limit() { return ainn_fast::cuda::emulation::int32_index_limit; }
+
 }  // namespace
 
 // The same op names and signatures as the CUDA key of torch.ops.ainn_fast (csrc/ops/ops.cpp).
@@ -35,4 +39,6 @@ TORCH_LIBRARY(ainn_fast_cuda_emulation, m) {
   m.def("native_frequency_blend", &frequency_blend);
   m.def("native_frequency_blend_backward", &frequency_blend_backward);
   m.def("set_multiprocessors", &set_multiprocessors);
+  m.def("set_int32_index_limit", &set_int32_index_limit);
+  m.def("get_int32_index_limit", &get_int32_index_limit);
 }

@@ -174,6 +174,41 @@ def test_grid_stride_covers_every_element_for_any_grid(emu, multiprocessors):
         emu.set_multiprocessors(2)
 
 
+
+def test_64_bit_indexing_computes_what_32_bit_does(emu):
+    # The indexing-heavy kernels index in int32 up to about 1e9 elements, in int64 beyond
+    # (cuda_utils.cuh: with_index_type); the emulation's limit is lowered to run the int64
+    # variants on small tensors, at and just past the boundary. Same arithmetic, so equal bits.
+    cl = dict(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 10, 14)
+    y = torch.randn(2, 12, 5, 7)
+    x1, x2 = torch.randn(2, 4, 5, 7), torch.randn(2, 12, 5, 7)
+    logits, low, high = torch.randn(2, 1, 5, 7), torch.randn(2, 9, 5, 7), torch.randn(2, 9, 5, 7)
+    go, grad_mean = torch.randn(2, 9, 5, 7), torch.randn(2, 8, 5, 7)
+    runs = {
+        "squeeze": (lambda: emu.native_squeeze2x2(x), x.numel()),
+        "squeeze_nhwc": (lambda: emu.native_squeeze2x2(x.contiguous(**cl)), x.numel()),
+        "unsqueeze": (lambda: emu.native_unsqueeze2x2(y), y.numel()),
+        "unsqueeze_nhwc": (lambda: emu.native_unsqueeze2x2(y.contiguous(**cl)), y.numel()),
+        "group_mean": (lambda: emu.native_group_mean(x1, x2, 8), x1.numel() + x2.numel()),
+        "group_mean_backward": (lambda: emu.native_group_mean_backward(grad_mean, 4, 12), x1.numel() + x2.numel()),
+        "blend": (lambda: emu.native_frequency_blend(logits, low, high), low.numel()),
+        "blend_backward": (lambda: emu.native_frequency_blend_backward(go, logits, low, high), low.numel()),
+    }
+    default = emu.get_int32_index_limit()
+    try:
+        for name, (run, n) in runs.items():
+            emu.set_int32_index_limit(n)
+            as_int32 = run()
+            emu.set_int32_index_limit(n - 1)
+            as_int64 = run()
+            for a, b in zip(as_int32 if isinstance(as_int32, tuple) else (as_int32,),
+                            as_int64 if isinstance(as_int64, tuple) else (as_int64,)):
+                assert torch.equal(a, b), name
+    finally:
+        emu.set_int32_index_limit(default)
+    assert default == 2**31 // 2 - 1
+
 NATIVE_OPS = [
     "native_affine_coupling", "native_affine_coupling_inverse", "native_affine_coupling_backward",
     "native_squeeze2x2", "native_unsqueeze2x2", "native_group_mean", "native_group_mean_backward",

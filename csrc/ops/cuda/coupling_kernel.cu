@@ -15,7 +15,7 @@ namespace {
 template <typename T, typename A>
 __global__ void coupling_forward_kernel(const T* __restrict__ a, const T* __restrict__ g, const T* __restrict__ h,
                                         T* __restrict__ out, int64_t n, A clamp, bool inverse) {
-  AINN_GRID_STRIDE(i, n) {
+  AINN_GRID_STRIDE(int64_t, i, n) {
     const A s = clamp * (A(2) * sigmoid(static_cast<A>(g[i])) - A(1));
     const A av = static_cast<A>(a[i]), hv = static_cast<A>(h[i]);
     out[i] = static_cast<T>(inverse ? (av - hv) * exp(-s) : av * exp(s) + hv);
@@ -27,7 +27,7 @@ template <typename T, typename A>
 __global__ void coupling_backward_kernel(const T* __restrict__ go, const T* __restrict__ a, const T* __restrict__ g,
                                          const T* __restrict__ h, T* __restrict__ da, T* __restrict__ dg,
                                          T* __restrict__ dh, int64_t n, A clamp, bool inverse) {
-  AINN_GRID_STRIDE(i, n) {
+  AINN_GRID_STRIDE(int64_t, i, n) {
     const A sg = sigmoid(static_cast<A>(g[i]));
     const A s = clamp * (A(2) * sg - A(1));
     const A ds = A(2) * clamp * sg * (A(1) - sg);

@@ -7,6 +7,8 @@
 #include <ATen/OpMathType.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 
 #ifdef AINN_CUDA_EMULATION
 #include "emulation.h"
@@ -55,8 +57,29 @@ inline unsigned int blocks_for(int64_t n) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(need, sms * 32)));
 }
 
-#define AINN_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
+// A grid-stride loop over [0, n) with index type I.
+#define AINN_GRID_STRIDE(I, i, n) \
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
+
+// Index arithmetic in 32 bits where it fits: NVIDIA GPUs divide 64-bit integers in
+// software (tens of instructions), and the kernels that split a flat index into
+// (b, c, y, x) do several divisions per element, enough to make a copy compute-bound.
+// Half the int32 range, so that i + the grid stride cannot overflow.
+#ifndef AINN_CUDA_EMULATION
+inline int64_t int32_index_limit() { return std::numeric_limits<int32_t>::max() / 2; }
+#else
+inline int64_t int32_index_limit() { return emulation::int32_index_limit; }
+#endif
+
+// f(I{}) with I = int32_t when every index below n fits, else int64_t.
+template <typename F>
+void with_index_type(int64_t n, F&& f) {
+  if (n <= int32_index_limit()) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
 
 template <typename T>
 __device__ __forceinline__ T sigmoid(T x) {

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -51,6 +52,10 @@ inline thread_local dim3 thread_idx, block_idx, block_dim, grid_dim;
 // Blocks a grid-stride kernel gets, as if the device had this many multiprocessors (see
 // blocks_for); small, so that the tests' tensors span several grid strides.
 inline int multiprocessors = 2;
+
+// Element counts up to which the kernels index in 32 bits (see cuda_utils.cuh); the tests
+// lower it to run the 64-bit variants on small tensors.
+inline int64_t int32_index_limit = std::numeric_limits<int32_t>::max() / 2;
 
 // The fibers of the block being run, and the scheduler's context they yield to.
 struct Fiber {

@@ -139,29 +139,29 @@ at::Tensor multiscale_decompose_backward(const at::Tensor& gl_, const at::Tensor
 }
 
 // Blend: one thread per (b, pixel), looping over channels so the mask is computed once.
-template <typename T, typename A>
+template <typename T, typename A, typename I>
 __global__ void blend_kernel(const T* __restrict__ lg, const T* __restrict__ lo, const T* __restrict__ hi,
-                             T* __restrict__ out, int64_t n, int64_t C, int64_t HW) {
-  AINN_GRID_STRIDE(i, n) {
-    const int64_t b = i / HW, p = i % HW;
+                             T* __restrict__ out, I n, I C, I HW) {
+  AINN_GRID_STRIDE(I, i, n) {
+    const I b = i / HW, p = i % HW;
     const A m = sigmoid(static_cast<A>(lg[i]));
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = (b * C + c) * HW + p;
+    for (I c = 0; c < C; ++c) {
+      const I off = (b * C + c) * HW + p;
       out[off] = static_cast<T>(m * static_cast<A>(lo[off]) + (A(1) - m) * static_cast<A>(hi[off]));
     }
   }
 }
 
-template <typename T, typename A>
+template <typename T, typename A, typename I>
 __global__ void blend_backward_kernel(const T* __restrict__ go, const T* __restrict__ lg, const T* __restrict__ lo,
                                       const T* __restrict__ hi, T* __restrict__ dlg, T* __restrict__ dlo,
-                                      T* __restrict__ dhi, int64_t n, int64_t C, int64_t HW) {
-  AINN_GRID_STRIDE(i, n) {
-    const int64_t b = i / HW, p = i % HW;
+                                      T* __restrict__ dhi, I n, I C, I HW) {
+  AINN_GRID_STRIDE(I, i, n) {
+    const I b = i / HW, p = i % HW;
     const A m = sigmoid(static_cast<A>(lg[i]));
     A acc = A(0);
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t off = (b * C + c) * HW + p;
+    for (I c = 0; c < C; ++c) {
+      const I off = (b * C + c) * HW + p;
       const A g = static_cast<A>(go[off]);
       dlo[off] = static_cast<T>(g * m);
       dhi[off] = static_cast<T>(g * (A(1) - m));
@@ -190,9 +190,11 @@ at::Tensor frequency_blend(const at::Tensor& logits_, const at::Tensor& low_, co
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, lo.scalar_type(), "native_frequency_blend", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(blend_kernel<scalar_t, A>, blocks_for(n), kThreads,
-        lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(), hi.const_data_ptr<scalar_t>(),
-        out.data_ptr<scalar_t>(), n, C, HW);
+    with_index_type(lo.numel(), [&](auto index) {  // offsets go up to the channels' numel
+      launch(blend_kernel<scalar_t, A, decltype(index)>, blocks_for(n), kThreads,
+          lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(), hi.const_data_ptr<scalar_t>(),
+          out.data_ptr<scalar_t>(), n, C, HW);
+    });
   });
   return out;
 }
@@ -210,10 +212,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> frequency_blend_backward(
   if (dlo.numel() == 0) return {dlg.zero_(), dlo, dhi};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, lo.scalar_type(), "native_frequency_blend_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(blend_backward_kernel<scalar_t, A>, blocks_for(n), kThreads,
-        go.const_data_ptr<scalar_t>(), lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(),
-        hi.const_data_ptr<scalar_t>(), dlg.data_ptr<scalar_t>(), dlo.data_ptr<scalar_t>(), dhi.data_ptr<scalar_t>(),
-        n, C, HW);
+    with_index_type(lo.numel(), [&](auto index) {
+      launch(blend_backward_kernel<scalar_t, A, decltype(index)>, blocks_for(n), kThreads,
+          go.const_data_ptr<scalar_t>(), lg.const_data_ptr<scalar_t>(), lo.const_data_ptr<scalar_t>(),
+          hi.const_data_ptr<scalar_t>(), dlg.data_ptr<scalar_t>(), dlo.data_ptr<scalar_t>(), dhi.data_ptr<scalar_t>(),
+          n, C, HW);
+    });
   });
   return {dlg, dlo, dhi};
 }

@@ -16,28 +16,27 @@ namespace {
 // Squeezed side (B, 4C, OH, OW), unsqueezed side (B, C, 2 OH, 2 OW); element bits only.
 // NCHW: both sides contiguous. NHWC: both sides channels_last, where squeezed pixel
 // (oy, ox) holds the C-vectors of its four source pixels, q = i * 2 + j major.
-template <typename U, bool NHWC>
-__global__ void squeeze_kernel(const U* __restrict__ src, U* __restrict__ dst, int64_t n, int64_t C, int64_t OH,
-                               int64_t OW, bool unsqueeze) {
-  const int64_t H = 2 * OH, W = 2 * OW;
-  AINN_GRID_STRIDE(i, n) {
+template <typename U, bool NHWC, typename I>
+__global__ void squeeze_kernel(const U* __restrict__ src, U* __restrict__ dst, I n, I C, I OH, I OW, bool unsqueeze) {
+  const I H = 2 * OH, W = 2 * OW;
+  AINN_GRID_STRIDE(I, i, n) {
     if (!unsqueeze) {  // i indexes the squeezed output (b, q * C + c, oy, ox) in memory order
-      int64_t b, qc, oy, ox;
+      I b, qc, oy, ox;
       if (NHWC) {
         qc = i % (4 * C), ox = (i / (4 * C)) % OW, oy = (i / (4 * C * OW)) % OH, b = i / (4 * C * OW * OH);
       } else {
         ox = i % OW, oy = (i / OW) % OH, qc = (i / (OW * OH)) % (4 * C), b = i / (OW * OH * 4 * C);
       }
-      const int64_t q = qc / C, c = qc % C, y = 2 * oy + q / 2, x = 2 * ox + q % 2;
+      const I q = qc / C, c = qc % C, y = 2 * oy + q / 2, x = 2 * ox + q % 2;
       dst[i] = NHWC ? src[((b * H + y) * W + x) * C + c] : src[((b * C + c) * H + y) * W + x];
     } else {  // i indexes the unsqueezed output (b, c, y, x) in memory order
-      int64_t b, c, y, x;
+      I b, c, y, x;
       if (NHWC) {
         c = i % C, x = (i / C) % W, y = (i / (C * W)) % H, b = i / (C * W * H);
       } else {
         x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
       }
-      const int64_t qc = ((y % 2) * 2 + x % 2) * C + c;
+      const I qc = ((y % 2) * 2 + x % 2) * C + c;
       dst[i] = NHWC ? src[((b * OH + y / 2) * OW + x / 2) * 4 * C + qc] : src[((b * 4 * C + qc) * OH + y / 2) * OW + x / 2];
     }
   }
@@ -49,11 +48,14 @@ void launch_squeeze(const at::Tensor& src, at::Tensor& dst, int64_t C, int64_t O
   const int64_t n = dst.numel();
   const U* s = static_cast<const U*>(src.const_data_ptr());
   U* d = static_cast<U*>(dst.data_ptr());
-  if (nhwc) {
-    launch(squeeze_kernel<U, true>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
-  } else {
-    launch(squeeze_kernel<U, false>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
-  }
+  with_index_type(n, [&](auto index) {
+    using I = decltype(index);
+    if (nhwc) {
+      launch(squeeze_kernel<U, true, I>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
+    } else {
+      launch(squeeze_kernel<U, false, I>, blocks_for(n), kThreads, s, d, n, C, OH, OW, unsqueeze);
+    }
+  });
 }
 
 // Layouts as layout.h's squeeze_operands says.
@@ -89,14 +91,14 @@ at::Tensor unsqueeze2x2(const at::Tensor& y) {
   return squeeze_or_unsqueeze(y, {B, C4 / 4, 2 * H, 2 * W}, C4 / 4, H, W, true);
 }
 
-template <typename T, typename A>
-__global__ void group_mean_kernel(const T* __restrict__ x1, const T* __restrict__ x2, T* __restrict__ out, int64_t n,
-                                  int64_t M, int64_t HW, int64_t C1, int64_t C2, int64_t G) {
-  AINN_GRID_STRIDE(i, n) {
-    const int64_t p = i % HW, c = (i / HW) % M, b = i / (HW * M);
+template <typename T, typename A, typename I>
+__global__ void group_mean_kernel(const T* __restrict__ x1, const T* __restrict__ x2, T* __restrict__ out, I n, I M,
+                                  I HW, I C1, I C2, I G) {
+  AINN_GRID_STRIDE(I, i, n) {
+    const I p = i % HW, c = (i / HW) % M, b = i / (HW * M);
     A acc = A(0);
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t k = g * M + c;
+    for (I g = 0; g < G; ++g) {
+      const I k = g * M + c;
       acc += static_cast<A>(k < C1 ? x1[(b * C1 + k) * HW + p] : x2[(b * C2 + k - C1) * HW + p]);
     }
     out[i] = static_cast<T>(acc / static_cast<A>(G));
@@ -104,11 +106,11 @@ __global__ void group_mean_kernel(const T* __restrict__ x1, const T* __restrict_
 }
 
 // Input channel k of cat([x1, x2]) receives grad[k mod M] / G.
-template <typename T, typename A>
-__global__ void group_mean_backward_kernel(const T* __restrict__ grad, T* __restrict__ d1, T* __restrict__ d2,
-                                           int64_t n, int64_t M, int64_t HW, int64_t C1, int64_t C2, int64_t G) {
-  AINN_GRID_STRIDE(i, n) {
-    const int64_t p = i % HW, k = (i / HW) % (C1 + C2), b = i / (HW * (C1 + C2));
+template <typename T, typename A, typename I>
+__global__ void group_mean_backward_kernel(const T* __restrict__ grad, T* __restrict__ d1, T* __restrict__ d2, I n,
+                                           I M, I HW, I C1, I C2, I G) {
+  AINN_GRID_STRIDE(I, i, n) {
+    const I p = i % HW, k = (i / HW) % (C1 + C2), b = i / (HW * (C1 + C2));
     const T v = static_cast<T>(static_cast<A>(grad[(b * M + k % M) * HW + p]) / static_cast<A>(G));
     if (k < C1) {
       d1[(b * C1 + k) * HW + p] = v;
@@ -133,9 +135,11 @@ at::Tensor group_mean(const at::Tensor& x1_, const at::Tensor& x2_, int64_t M) {
   if (n == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x1.scalar_type(), "native_group_mean", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(group_mean_kernel<scalar_t, A>, blocks_for(n), kThreads,
-        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, M, HW, C1, C2,
-        (C1 + C2) / M);
+    with_index_type(x1.numel() + x2.numel(), [&](auto index) {  // the inputs hold the largest offsets
+      launch(group_mean_kernel<scalar_t, A, decltype(index)>, blocks_for(n), kThreads,
+          x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, M, HW, C1, C2,
+          (C1 + C2) / M);
+    });
   });
   return out;
 }
@@ -152,9 +156,11 @@ std::tuple<at::Tensor, at::Tensor> group_mean_backward(const at::Tensor& grad_, 
   if (n == 0) return {d1, d2};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "native_group_mean_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    launch(group_mean_backward_kernel<scalar_t, A>, blocks_for(n), kThreads,
-        grad.const_data_ptr<scalar_t>(), d1.data_ptr<scalar_t>(), d2.data_ptr<scalar_t>(), n, M, H * W, C1, C2,
-        (C1 + C2) / M);
+    with_index_type(n, [&](auto index) {
+      launch(group_mean_backward_kernel<scalar_t, A, decltype(index)>, blocks_for(n), kThreads,
+          grad.const_data_ptr<scalar_t>(), d1.data_ptr<scalar_t>(), d2.data_ptr<scalar_t>(), n, M, H * W, C1, C2,
+          (C1 + C2) / M);
+    });
   });
   return {d1, d2};
 }
