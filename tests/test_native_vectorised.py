@@ -34,11 +34,17 @@ def _loaded_library() -> Path:
     reason = native.load()
     if reason is not None:
         pytest.fail(f"the native extension is part of every install: {reason}")
+    # Match the library load() used exactly: other test libraries (the CUDA emulation's
+    # ainn_fast_cuda_emulation.so) may be mapped into this process too.
+    if native.extension_origin() == "ainn_fast._C":
+        import ainn_fast._C
+
+        return Path(ainn_fast._C.__file__).resolve()
     for line in Path("/proc/self/maps").read_text().splitlines():
         path = line.split()[-1]
-        if path.endswith(".so") and ("ainn_fast" in Path(path).name or "ainn_fast/_C" in path):
+        if Path(path).name in ("ainn_fast_native.so", "ainn_fast_native_cuda.so"):
             return Path(path)
-    raise AssertionError("the native extension is loaded but no ainn_fast library is mapped")
+    raise AssertionError(f"the native extension is loaded ({native.extension_origin()}) but its library is not mapped")
 
 
 def _packed_registers_per_clone(library: Path) -> dict[tuple[str, str], set[str]]:
