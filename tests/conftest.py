@@ -37,6 +37,35 @@ def perturb_couplings(inn: torch.nn.Module, std: float = 0.05) -> None:
             torch.nn.init.normal_(module.bias, std=std)
 
 
+def run_model_on_backend(model: torch.nn.Module, x: torch.Tensor, backend: str):
+    """One forward (and, in training mode, backward of a loss touching every output) on
+    `backend`, with the same training noise each call; returns (outputs, parameter grads)."""
+    import ainn_fast
+
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(11)
+    with ainn_fast.use_backend(backend), torch.set_grad_enabled(model.training):
+        out = model(x)
+        if model.training:
+            loss = out["x_hat"].square().mean() + sum(l.log().mean() for l in out["likelihoods"].values())
+            loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_model_runs_close(got, ref) -> None:
+    """Compare two run_model_on_backend results. A deep network amplifies ulp-level kernel
+    differences a little, so 1e-4 relative; gradients relative to each tensor's largest."""
+    (out, grads), (ref_out, ref_grads) = got, ref
+    tol = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["x_hat"], ref_out["x_hat"], **tol)
+    for k in ref_out["likelihoods"]:
+        torch.testing.assert_close(out["likelihoods"][k], ref_out["likelihoods"][k], **tol)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        scale = ref_grads[name].abs().max().item() + 1e-12
+        torch.testing.assert_close(grads[name] / scale, ref_grads[name] / scale, rtol=1e-4, atol=1e-4, msg=name)
+
+
 @pytest.fixture(scope="session")
 def tiny_codec_model():
     """A tiny model prepared for coding (eval, CDF tables), deterministic weights."""

@@ -251,11 +251,9 @@ def native_on_cuda_kernels(emu):
 def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels, mode):
     # The whole model (analysis, hyperprior, synthesis with its FDSM/PDM/CFRM repairs), and
     # in training mode its gradients, on the CUDA kernels against the reference backend.
-    # Tolerances as for the native CPU kernels in tests/test_native_ops.py (a deep network
-    # amplifies ulp-level differences a little).
-    import ainn_fast
+    # Compared as the native CPU kernels are (conftest.assert_model_runs_close).
     from ainn_fast import zoo
-    from conftest import perturb_couplings
+    from conftest import assert_model_runs_close, perturb_couplings, run_model_on_backend
 
     torch.manual_seed(3)
     model = zoo.ainn(1, config="tiny")
@@ -266,29 +264,12 @@ def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels,
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def run(backend):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(11)  # the same training noise for both backends
-        with ainn_fast.use_backend(backend), torch.set_grad_enabled(model.training):
-            out = model(x)
-            if model.training:
-                loss = out["x_hat"].square().mean() + sum(l.log().mean() for l in out["likelihoods"].values())
-                loss.backward()
-        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    ref, ref_grads = run("reference")
+    ref = run_model_on_backend(model, x, "reference")
     assert not any(native_on_cuda_kernels.values())
-    got, got_grads = run("native")
+    got = run_model_on_backend(model, x, "native")
     used = {name for name, n in native_on_cuda_kernels.items() if n}
     assert {"native_affine_coupling", "native_squeeze2x2", "native_multiscale_decompose",
             "native_frequency_blend"} <= used
     if mode == "train":
         assert {"native_affine_coupling_backward", "native_frequency_blend_backward"} <= used
-    tol = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(got["x_hat"], ref["x_hat"], **tol)
-    for k in ref["likelihoods"]:
-        torch.testing.assert_close(got["likelihoods"][k], ref["likelihoods"][k], **tol)
-    assert got_grads.keys() == ref_grads.keys()
-    for name in ref_grads:
-        scale = ref_grads[name].abs().max().item() + 1e-12
-        torch.testing.assert_close(got_grads[name] / scale, ref_grads[name] / scale, rtol=1e-4, atol=1e-4, msg=name)
+    assert_model_runs_close(got, ref)

@@ -346,35 +346,14 @@ def tiny_model():
     return model
 
 
-def _model_run(model, x, backend):
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(11)  # the same training noise for both backends
-    with ainn_fast.use_backend(backend):
-        out = model(x)
-        loss = out["x_hat"].square().mean() + sum(l.log().mean() for l in out["likelihoods"].values())
-        if model.training:
-            loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return out, grads
-
-
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_tiny_model_native_equals_reference(tiny_model, mode):
     tiny_model.train(mode == "train")
     x = torch.rand(1, 3, 64, 64)
-    ctx = torch.no_grad() if mode == "eval" else torch.enable_grad()
-    with ctx:
-        ref, ref_grads = _model_run(tiny_model, x, "reference")
-        nat, nat_grads = _model_run(tiny_model, x, "native")
-    # A deep network amplifies ulp-level differences a little; still far below any real error.
-    tol = dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(nat["x_hat"], ref["x_hat"], **tol)
-    for k in ref["likelihoods"]:
-        torch.testing.assert_close(nat["likelihoods"][k], ref["likelihoods"][k], **tol)
-    assert ref_grads.keys() == nat_grads.keys()
-    for name in ref_grads:
-        scale = ref_grads[name].abs().max().item() + 1e-12
-        torch.testing.assert_close(nat_grads[name] / scale, ref_grads[name] / scale, rtol=1e-4, atol=1e-4, msg=name)
+    from conftest import assert_model_runs_close, run_model_on_backend
+
+    ref = run_model_on_backend(tiny_model, x, "reference")
+    assert_model_runs_close(run_model_on_backend(tiny_model, x, "native"), ref)
 
 
 def test_auto_on_cpu_prefers_native(monkeypatch):
