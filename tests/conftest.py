@@ -37,6 +37,17 @@ def perturb_couplings(inn: torch.nn.Module, std: float = 0.05) -> None:
             torch.nn.init.normal_(module.bias, std=std)
 
 
+@pytest.fixture
+def perturbed_tiny_model() -> torch.nn.Module:
+    """The tiny config (quality 1) with real affine couplings, for comparing backends."""
+    from ainn_fast import zoo
+
+    torch.manual_seed(3)
+    model = zoo.ainn(1, config="tiny")
+    perturb_couplings(model)  # real affine transforms, not the zero-initialised identity
+    return model
+
+
 def run_model_on_backend(model: torch.nn.Module, x: torch.Tensor, backend: str):
     """One forward (and, in training mode, backward of a loss touching every output) on
     `backend`, with the same training noise each call; returns (outputs, parameter grads)."""

@@ -248,17 +248,13 @@ def native_on_cuda_kernels(emu):
 
 
 @pytest.mark.parametrize("mode", ["eval", "eval_channels_last", "train"])
-def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels, mode):
+def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels, perturbed_tiny_model, mode):
     # The whole model (analysis, hyperprior, synthesis with its FDSM/PDM/CFRM repairs), and
     # in training mode its gradients, on the CUDA kernels against the reference backend.
     # Compared as the native CPU kernels are (conftest.assert_model_runs_close).
-    from ainn_fast import zoo
-    from conftest import assert_model_runs_close, perturb_couplings, run_model_on_backend
+    from conftest import assert_model_runs_close, run_model_on_backend
 
-    torch.manual_seed(3)
-    model = zoo.ainn(1, config="tiny")
-    perturb_couplings(model)
-    model.train(mode == "train")
+    model = perturbed_tiny_model.train(mode == "train")
     x = torch.rand(1, 3, 64, 64)
     if mode == "eval_channels_last":
         model = model.to(memory_format=torch.channels_last)

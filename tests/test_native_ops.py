@@ -334,21 +334,9 @@ def test_torch_compile_traces_the_native_ops():
     assert "native_affine_coupling" in graph_ops and "native_frequency_blend" in graph_ops
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from ainn_fast import zoo
-
-    torch.manual_seed(3)
-    model = zoo.ainn(1, config="tiny")
-    from conftest import perturb_couplings
-
-    perturb_couplings(model)  # real affine transforms, not the zero-initialised identity
-    return model
-
-
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_tiny_model_native_equals_reference(tiny_model, mode):
-    tiny_model.train(mode == "train")
+def test_tiny_model_native_equals_reference(perturbed_tiny_model, mode):
+    tiny_model = perturbed_tiny_model.train(mode == "train")
     x = torch.rand(1, 3, 64, 64)
     from conftest import assert_model_runs_close, run_model_on_backend
 
