@@ -312,6 +312,8 @@ class Trainer:
                 stats = self.train_step()
                 stats["images_per_s"] = cfg.batch_size * self.world / (time.perf_counter() - start)
                 stats["step"] = self.step
+                if self.device.type == "cuda":  # peak since the start: what a batch size costs
+                    stats["max_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                 if self.val_files and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     stats.update(self.validate())
                     if stats["val_file_loss"] < self.best_val_loss:  # the weights to ship: real files, held out

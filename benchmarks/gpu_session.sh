@@ -1,68 +1,91 @@
 #!/bin/sh
-# Everything still waiting for a GPU (issues 4, 5 and 7), on the GPU test host (H100 or
-# H200, Python 3.12, torch 2.11 and triton 3.6 preinstalled, no compressai, no network).
-# Written before any GPU was lent, so untried: fix what breaks, keep the steps.
+# Everything still waiting for a GPU (issues 4-7), on the GPU test host (H100 or H200,
+# Python 3.12, torch 2.11 and triton 3.6 preinstalled, no compressai, no network).
 #
 # From the repository root, with the compressai 1.2.8 and pytorch-msssim 1.0.0 cp312
 # wheels carried in .whl/ (see the developers' guide):
-#     sh benchmarks/gpu_session.sh OUT [STEP ...]       # default: every step, in order
-# Each step logs to OUT/STEP.txt, is cut off at its own limit (the second field of
-# step below; 124 in its log means cut off) and the next one runs even when it fails.
-# A session gets 15 minutes of device time in all, the machine's start included, and one
-# command may run 10, so spend them in two calls on one warm machine (it stays warm 30 s;
-# the extension build is cached under build/ meanwhile), with timeout_s 400 and 360:
-#     1. build tests          (JIT build of the CUDA extension, then the GPU tests)
-#     2. decode model         (issue 7's decode target, then issue 4's whole-model ones)
-# ops_fwd, ops_bwd, decode_pytest and refine only when time is left.
+#     sh benchmarks/gpu_session.sh LOGDIR [STEP ...]      # default: every step, in order
+# Each step logs to LOGDIR/STEP.txt, is cut off at its own limit (the second field of
+# step below; "exit 124" or "exit 130" in its log means cut off) and the next one runs even when it
+# fails. With ARCHIVE=FILE.tgz set, LOGDIR is packed into FILE after every step, so a
+# call cut off at its own limit still brings back what finished (the device tool returns
+# at most 8 files).
+# A session gets 15 minutes of device time in all, each machine start included, and one
+# command may run 10. Two calls: 1. build decode tests (correctness, issue 7's target),
+# 2. build model decode_more ops_fwd train ops_bwd (issue 4/5 benchmarks; build again on a new machine).
 set -u
-OUT=${1:-benchmarks/results/gpu}
+LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
-STEPS=${*:-build tests decode model ops_fwd ops_bwd decode_pytest}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+STEPS=${*:-build decode tests model decode_more ops_fwd train ops_bwd}
+mkdir -p "$LOG"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 # A source checkout: the Triton kernels are installed as ainn_fast.kernels by setup.py;
 # here a link does it, and the native extension JIT-builds (CPU + CUDA) on first use.
 [ -e ainn_fast/kernels ] || ln -s ../kernels ainn_fast/kernels
 export PYTHONPATH=/tmp/site:$PWD TRITON_INTERPRET=0 TORCH_EXTENSIONS_DIR=$PWD/build/torch_extensions
+export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0
+NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
+TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -cd 'A-Za-z0-9' | tr 'A-Z' 'a-z' | sed 's/^nvidia//')
+TAG=${TAG:-gpu}
 
 step() {  # name, limit in seconds, command...
     name=$1; limit=$2; shift 2
     echo "== $name ($(date +%T), at most $limit s)" >&2
-    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-    echo "exit $?" >> "$OUT/$name.txt"
-    tail -n 3 "$OUT/$name.txt" >&2
+    t0=$(date +%s)
+    # SIGINT first: pytest then still finishes its session (pytest-benchmark writes its JSON)
+    timeout -s INT -k 15 "$limit" "$@" > "$LOG/$name.txt" 2>&1
+    echo "exit $? after $(( $(date +%s) - t0 )) s" >> "$LOG/$name.txt"
+    tail -n 4 "$LOG/$name.txt" >&2
+    [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" .
 }
 
-bench_ops() {  # name, -k expression
-    step "$1" 180 python3 -m pytest benchmarks/bench_ops.py -q -p no:cacheprovider -k "$2" \
-        --benchmark-json "$OUT/$1_h100.json" --benchmark-columns=median,iqr,rounds --benchmark-sort=name
-    python3 benchmarks/gpu_table.py "$OUT/$1_h100.json" > "$OUT/$1_h100.md" 2>&1
+bench_ops() {  # name, limit, -k expression
+    step "$1" "$2" python3 -m pytest benchmarks/bench_ops.py -v -p no:cacheprovider -k "$3" \
+        --benchmark-json "$LOG/$1_$TAG.json" --benchmark-columns=median,iqr,rounds --benchmark-sort=name
+    python3 benchmarks/gpu_table.py "$LOG/$1_$TAG.json" > "$LOG/$1_$TAG.md" 2>&1
+    [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" .
 }
 
 for s in $STEPS; do
     case $s in
     build)
-        nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-        step build 180 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'))" ;;
+        { nvidia-smi; echo "CUDA_HOME=$CUDA_HOME"; python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$LOG/machine.txt" 2>&1
+        step build 150 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'), n.extension_origin())" ;;
+    decode)  # issue 7: encode / decode per image vs CompressAI's serial mbt2018, in one run
+        step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs paper \
+            --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_paper_$TAG.json" --force ;;
+    decode_more)
+        step decode_lite 40 python3 -m ainn_fast.cli bench --device cuda --configs lite --no-serial --no-baseline \
+            --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_lite_$TAG.json" --force
+        step decode_bf16 40 python3 -m ainn_fast.cli bench --device cuda --configs paper lite \
+            --precision bf16 --cuda-graphs --no-serial --no-baseline -o "$LOG/decode_bf16_$TAG.json" --force ;;
     tests)  # the files with GPU cases: kernels vs reference, native CUDA, files across devices, graphs, compile
-        step tests 200 python3 -m pytest tests/test_triton_ops.py tests/test_native_ops.py tests/test_wavefront.py \
-            tests/test_decode_fast.py -q -rs -p no:cacheprovider --durations=15 ;;
+        step tests 230 python3 -m pytest tests/test_wavefront.py tests/test_decode_fast.py tests/test_triton_ops.py \
+            tests/test_native_ops.py "tests/test_training.py::test_validation_codes_with_the_cdf_tables_a_file_gets[cuda]" -v -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
     tests_all)
-        step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --durations=15 ;;
-    decode)  # issue 7: decode / encode per image, lite and paper, vs CompressAI's serial mbt2018
-        step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs lite paper \
-            --contexts serial checkerboard --cuda-graphs -o "$OUT/decode_gpu.json" --force
-        step decode_bf16 40 python3 -m ainn_fast.cli bench --device cuda --configs paper \
-            --precision bf16 --cuda-graphs --no-serial --no-baseline -o "$OUT/decode_gpu_bf16.json" --force ;;
-    model) bench_ops model "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
-    ops_fwd) bench_ops ops_fwd "test_op_forward and not backward" ;;
-    ops_bwd) bench_ops ops_bwd "test_op_forward_backward" ;;
+        step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
+    model) bench_ops model 150 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
+    ops_fwd) bench_ops ops_fwd 150 "test_op_forward and not backward and fp32" ;;
+    ops_fwd_bf16) bench_ops ops_fwd_bf16 150 "test_op_forward and not backward and bf16" ;;
+    ops_bwd) bench_ops ops_bwd 150 "test_op_forward_backward" ;;
+    train)  # issue 6: the paper configuration trains with the same command (loss, memory, images/s)
+        python3 -c "
+import os, skimage.data as d, PIL.Image as I
+os.makedirs('/tmp/train', exist_ok=True)
+for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
+    I.fromarray(getattr(d, n)()).save(f'/tmp/train/{n}.png')
+" > "$LOG/train_data.txt" 2>&1
+        step train 90 python3 -m ainn_fast.cli train /tmp/train -o /tmp/train_out --config paper -q 3 --steps 60 \
+            --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
+            --val-every 1000 --ckpt-every 1000
+        cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null ;;
     refine)  # encoder latent refinement on the GPU: compress time with 30 steps (astronaut, q3)
-        step refine 90 python3 -m ainn_fast.cli demo -o "$OUT/refine_demo" --device cuda --refine 30 --force ;;
+        step refine 90 python3 -m ainn_fast.cli demo -o /tmp/refine_demo --device cuda --refine 30 --force ;;
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
-            --benchmark-json "$OUT/decode_pytest_h100.json" ;;
-    *) echo "unknown step $s (build tests tests_all decode model ops_fwd ops_bwd decode_pytest refine)" >&2; exit 2 ;;
+            --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
+    *) echo "unknown step $s (build decode decode_more tests tests_all model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
-ls -l "$OUT"
+ls -l "$LOG"
