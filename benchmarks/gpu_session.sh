@@ -51,7 +51,7 @@ for s in $STEPS; do
     case $s in
     build)
         { nvidia-smi; echo "CUDA_HOME=$CUDA_HOME"; python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$LOG/machine.txt" 2>&1
-        step build 150 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'), n.extension_origin())" ;;
+        step build 60 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'), n.extension_origin())" ;;
     decode)  # issue 7: encode / decode per image vs CompressAI's serial mbt2018, in one run
         step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs paper \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_paper_$TAG.json" --force ;;
@@ -63,10 +63,16 @@ for s in $STEPS; do
     tests)  # the files with GPU cases: kernels vs reference, native CUDA, files across devices, graphs, compile
         step tests 230 python3 -m pytest tests/test_wavefront.py tests/test_decode_fast.py tests/test_triton_ops.py \
             tests/test_native_ops.py "tests/test_training.py::test_validation_codes_with_the_cdf_tables_a_file_gets[cuda]" -v -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
+    tests_cuda)  # only the cases that need the GPU (native CUDA kernels, triton on cuda tensors)
+        step tests_cuda 60 python3 -m pytest tests/test_native_ops.py tests/test_triton_ops.py -k "(cuda or gpu or squeeze_folded \
+            or saturated or exact_and_refuses or aot_eager or tiny_model_matches or registered) and not bf16_on_gpu" \
+            --deselect tests/test_triton_ops.py::test_compiled_model_on_gpu_matches_eager \
+            -v -rs -p no:cacheprovider --timeout 50 --durations=10 ;;
     tests_all)
         step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
-    model) bench_ops model 150 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
+    model) bench_ops model 100 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
     ops_fwd) bench_ops ops_fwd 150 "test_op_forward and not backward and fp32" ;;
+    ops_decode) bench_ops ops_decode 75 "test_op_forward and not backward and fp32 and decode" ;;  # issue 5's batch-1 shapes
     ops_fwd_bf16) bench_ops ops_fwd_bf16 150 "test_op_forward and not backward and bf16" ;;
     ops_bwd) bench_ops ops_bwd 150 "test_op_forward_backward" ;;
     train)  # issue 6: the paper configuration trains with the same command (loss, memory, images/s)
@@ -76,7 +82,7 @@ os.makedirs('/tmp/train', exist_ok=True)
 for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     I.fromarray(getattr(d, n)()).save(f'/tmp/train/{n}.png')
 " > "$LOG/train_data.txt" 2>&1
-        step train 90 python3 -m ainn_fast.cli train /tmp/train -o /tmp/train_out --config paper -q 3 --steps 60 \
+        step train 45 python3 -m ainn_fast.cli train /tmp/train -o /tmp/train_out --config paper -q 3 --steps 60 \
             --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
             --val-every 1000 --ckpt-every 1000
         cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null ;;
@@ -85,7 +91,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode decode_more tests tests_all model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode decode_more tests tests_cuda tests_all ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"

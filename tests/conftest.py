@@ -109,3 +109,17 @@ def run_python(code: str, triton_interpret: str | None) -> list[str]:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root, env=env)
     return out.stdout.strip().splitlines()
+
+
+@pytest.fixture
+def no_tf32():
+    """fp32 convolutions and matmuls on CUDA: TF32 (cuDNN's default) rounds products to
+    10 bits of mantissa and would swamp the float32 differences GPU tests compare.
+    Saved and restored by hand: monkeypatch cannot undo torch.backends' computed attributes."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    old = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = old

@@ -129,13 +129,6 @@ def test_prepare_twice_and_cuda_graphs_fallback_on_cpu():
         _close(fast.g_s(y_hat), ref.g_s(y_hat), 1e-4)
 
 
-@pytest.fixture
-def no_tf32(monkeypatch):
-    # TF32 convolutions (the CUDA default) would swamp the float32 rounding compared here.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-
-
 # Compiling the tiny g_s takes ~75 s on a cold inductor cache on a 2-core CPU: GPU only.
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile of g_s is too slow to test on CPU")
 def test_compiled_g_s_matches_eager(no_tf32):

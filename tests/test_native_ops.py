@@ -391,16 +391,12 @@ def test_cuda_other_dtypes(name, dtype):
 
 
 @cuda
-def test_cuda_tiny_model_native_equals_reference():
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_cuda_tiny_model_native_equals_reference(perturbed_tiny_model, no_tf32, mode):
     _require_native("cuda")
-    from ainn_fast import zoo
+    from conftest import assert_model_runs_close, run_model_on_backend
 
-    torch.manual_seed(3)
-    model = zoo.ainn(1, config="tiny").cuda().eval()
+    tiny_model = perturbed_tiny_model.cuda().train(mode == "train")
     x = torch.rand(1, 3, 64, 64, device="cuda")
-    with torch.no_grad():
-        with ainn_fast.use_backend("reference"):
-            ref = model(x)["x_hat"]
-        with ainn_fast.use_backend("native"):
-            nat = model(x)["x_hat"]
-    torch.testing.assert_close(nat, ref, rtol=1e-4, atol=1e-5)
+    ref = run_model_on_backend(tiny_model, x, "reference")
+    assert_model_runs_close(run_model_on_backend(tiny_model, x, "native"), ref)

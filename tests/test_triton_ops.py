@@ -109,7 +109,7 @@ def _compare(op, args, dtype, *, layout="contiguous", nondiff=()):
 def test_triton_is_registered_and_auto_keeps_reference_on_cpu(monkeypatch):
     monkeypatch.delenv("AINN_BACKEND", raising=False)
     assert all("triton" in op.impls for op in ops.ALL_OPS)
-    assert "triton" in ainn_fast.available_backends("cpu")  # TRITON_INTERPRET=1 here
+    assert "triton" in ainn_fast.available_backends(DEVICE)  # on CPU: TRITON_INTERPRET=1 (conftest)
     assert ops.affine_coupling.resolve("cpu") != "triton"  # the interpreter is no speed-up
     if CUDA:
         assert ops.affine_coupling.resolve("cuda") in ("triton", "native")
@@ -152,9 +152,9 @@ def test_coupling(dtype, layout, inverse):
 
 
 def test_coupling_saturated_scale_and_broadcast_and_round_trip():
-    x = torch.randn(2, 3, 5, 5)
-    g = torch.tensor([-200.0, 0.0, 200.0]).view(1, 3, 1, 1)  # sigmoid saturates; broadcast g
-    h = torch.randn(2, 3, 5, 5)
+    x = torch.randn(2, 3, 5, 5, device=DEVICE)
+    g = torch.tensor([-200.0, 0.0, 200.0], device=DEVICE).view(1, 3, 1, 1)  # sigmoid saturates; broadcast g
+    h = torch.randn(2, 3, 5, 5, device=DEVICE)
     _compare(ops.affine_coupling, (x, g, h, 1.0), torch.float32)
     with ainn_fast.use_backend("triton"):
         y = ops.affine_coupling(x, g, h, 1.0)
@@ -194,12 +194,12 @@ def test_squeeze_and_unsqueeze(dtype, layout):
 
 
 def test_squeeze_is_exact_and_refuses_odd_sizes():
-    x = torch.randn(3, 5, 4, 6)
+    x = torch.randn(3, 5, 4, 6, device=DEVICE)
     with ainn_fast.use_backend("triton"):
         assert torch.equal(ops.squeeze2x2(x), ops.squeeze2x2.impls["reference"](x))
         assert torch.equal(ops.unsqueeze2x2(ops.squeeze2x2(x)), x)
         with pytest.raises(ValueError, match="even"):
-            ops.squeeze2x2(torch.zeros(1, 1, 3, 4))
+            ops.squeeze2x2(torch.zeros(1, 1, 3, 4, device=DEVICE))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -244,11 +244,11 @@ def test_frequency_blend_broadcasts_like_the_reference():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_squeeze_folded_into_the_1x1_convolution(layout):
+def test_squeeze_folded_into_the_1x1_convolution(layout, no_tf32):
     # Plain aten convolutions with a reshaped weight: fp32 only (fp16 accuracy is the
     # convolution library's); the sum over 4C products reorders, so 1e-5 as above.
-    x = torch.randn(2, 3, 6, 10)
-    w = torch.linalg.qr(torch.randn(12, 12))[0] + 0.1 * torch.randn(12, 12)
+    x = torch.randn(2, 3, 6, 10, device=DEVICE)
+    w = (torch.linalg.qr(torch.randn(12, 12))[0] + 0.1 * torch.randn(12, 12)).to(DEVICE)
     _compare(ops.squeeze_conv1x1, (x, w), torch.float32, layout=layout)
     y = torch.randn(2, 12, 3, 5)
     _compare(ops.conv1x1_unsqueeze, (y, torch.linalg.inv(w)), torch.float32, layout=layout)
@@ -314,7 +314,8 @@ def test_ops_compile_with_aot_eager():
         blended = ops.frequency_blend(logits, low[:, :3], high[:, :3])
         return blended.square().mean() + ops.group_mean(y, y, 4).mean()
 
-    args = [torch.randn(2, 3, 4, 6), torch.randn(2, 12, 2, 3), torch.randn(2, 12, 2, 3), torch.randn(2, 1, 4, 6)]
+    shapes = [(2, 3, 4, 6), (2, 12, 2, 3), (2, 12, 2, 3), (2, 1, 4, 6)]
+    args = [torch.randn(s, device=DEVICE) for s in shapes]
     for a in args:
         a.requires_grad_()
     with ainn_fast.use_backend("triton"):
@@ -352,7 +353,7 @@ def _perturbed_tiny():
     return model
 
 
-def test_tiny_model_matches_reference_and_inverts(one_thread):
+def test_tiny_model_matches_reference_and_inverts(one_thread, no_tf32):
     model = _perturbed_tiny().eval()
     x = torch.rand(2, 3, 64, 64, device=DEVICE)
     results = {}
