@@ -74,7 +74,8 @@ def assert_model_runs_close(got, ref) -> None:
     assert grads.keys() == ref_grads.keys()
     for name in ref_grads:
         scale = ref_grads[name].abs().max().item() + 1e-12
-        torch.testing.assert_close(grads[name] / scale, ref_grads[name] / scale, rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(grads[name] / scale, ref_grads[name] / scale, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m, n=name: f"{n} (relative to its largest entry): {m}")
 
 
 @pytest.fixture(scope="session")
@@ -112,14 +113,16 @@ def run_python(code: str, triton_interpret: str | None) -> list[str]:
 
 
 @pytest.fixture
-def no_tf32():
-    """fp32 convolutions and matmuls on CUDA: TF32 (cuDNN's default) rounds products to
-    10 bits of mantissa and would swamp the float32 differences GPU tests compare.
+def exact_cuda():
+    """fp32 CUDA math the GPU tests can compare at ulp scale: no TF32 (cuDNN's default
+    rounds conv and matmul products to 10 bits of mantissa) and deterministic cuDNN
+    algorithms (the same reduction order in both runs being compared).
     Saved and restored by hand: monkeypatch cannot undo torch.backends' computed attributes."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    old = cudnn.allow_tf32, matmul.allow_tf32
+    old = cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark
     cudnn.allow_tf32 = matmul.allow_tf32 = False
+    cudnn.deterministic, cudnn.benchmark = True, False
     try:
         yield
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = old
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = old

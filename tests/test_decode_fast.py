@@ -131,7 +131,7 @@ def test_prepare_twice_and_cuda_graphs_fallback_on_cpu():
 
 # Compiling the tiny g_s takes ~75 s on a cold inductor cache on a 2-core CPU: GPU only.
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile of g_s is too slow to test on CPU")
-def test_compiled_g_s_matches_eager(no_tf32):
+def test_compiled_g_s_matches_eager(exact_cuda):
     ref = _tiny_model().cuda()
     fast = prepare_for_decoding(copy.deepcopy(ref), compile=True)
     y_hat = torch.randn(1, ref.M, 4, 4, device="cuda").round()
@@ -140,7 +140,7 @@ def test_compiled_g_s_matches_eager(no_tf32):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graphs_match_eager(no_tf32):
+def test_cuda_graphs_match_eager(exact_cuda):
     ref = _tiny_model().cuda()
     fast = prepare_for_decoding(copy.deepcopy(ref), cuda_graphs=True)
     eager = prepare_for_decoding(copy.deepcopy(ref))

@@ -365,7 +365,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 @cuda
 @pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 @pytest.mark.parametrize("name", list(CASES))
-def test_cuda_forward_and_backward_equal_reference(name, shape):
+def test_cuda_forward_and_backward_equal_reference(name, shape, exact_cuda):
     _require_native("cuda")
     args = CASES[name](shape, torch.float32, "cuda")
     ref_out, ref_grads, go = _run(REF[name], args)
@@ -392,7 +392,7 @@ def test_cuda_other_dtypes(name, dtype):
 
 @cuda
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_cuda_tiny_model_native_equals_reference(perturbed_tiny_model, no_tf32, mode):
+def test_cuda_tiny_model_native_equals_reference(perturbed_tiny_model, exact_cuda, mode):
     _require_native("cuda")
     from conftest import assert_model_runs_close, run_model_on_backend
 

@@ -244,7 +244,7 @@ def test_frequency_blend_broadcasts_like_the_reference():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_squeeze_folded_into_the_1x1_convolution(layout, no_tf32):
+def test_squeeze_folded_into_the_1x1_convolution(layout, exact_cuda):
     # Plain aten convolutions with a reshaped weight: fp32 only (fp16 accuracy is the
     # convolution library's); the sum over 4C products reorders, so 1e-5 as above.
     x = torch.randn(2, 3, 6, 10, device=DEVICE)
@@ -353,7 +353,7 @@ def _perturbed_tiny():
     return model
 
 
-def test_tiny_model_matches_reference_and_inverts(one_thread, no_tf32):
+def test_tiny_model_matches_reference_and_inverts(one_thread, exact_cuda):
     model = _perturbed_tiny().eval()
     x = torch.rand(2, 3, 64, 64, device=DEVICE)
     results = {}
