@@ -329,6 +329,7 @@ class Trainer:
                 bar.set_postfix(
                     loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp_loss']:.3f}",
                     psnr=f"{stats.get('psnr', float('nan')):.2f}", ips=f"{stats['images_per_s']:.1f}",
+                    **({"mem_gib": f"{stats['max_memory_gib']:.1f}"} if "max_memory_gib" in stats else {}),
                 )
         finally:
             bar.close()

@@ -85,7 +85,8 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
         step train 45 python3 -m ainn_fast.cli train /tmp/train -o /tmp/train_out --config paper -q 3 --steps 60 \
             --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
             --val-every 1000 --ckpt-every 1000
-        cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null ;;
+        cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null
+        [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" . ;;
     refine)  # encoder latent refinement on the GPU: compress time with 30 steps (astronaut, q3)
         step refine 90 python3 -m ainn_fast.cli demo -o /tmp/refine_demo --device cuda --refine 30 --force ;;
     decode_pytest)
