@@ -289,9 +289,12 @@ def _register_python_side() -> None:
 # The implementations registered into ainn_fast.ops: shape/dtype adaptation around the ops.
 
 
-def _common(*tensors: torch.Tensor) -> list[torch.Tensor]:
+def _common(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...] | list[torch.Tensor]:
     """One dtype (type promotion, as the reference's arithmetic does) and one shape (broadcast)."""
-    dtype = tensors[0].dtype
+    first = tensors[0]
+    if all(t.dtype == first.dtype and t.shape == first.shape for t in tensors[1:]):
+        return tensors  # the model's case: skip the per-tensor .to() calls (host time per op)
+    dtype = first.dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     out = [t.to(dtype) for t in tensors]
@@ -329,8 +332,10 @@ def group_mean(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> torch.T
     c = x1.shape[1] + x2.shape[1]
     if c % out_channels:
         raise ValueError(f"group_mean: {c} channels do not split into groups of {out_channels}")
-    dtype = torch.promote_types(x1.dtype, x2.dtype)
-    return torch.ops.ainn_fast.native_group_mean(x1.to(dtype), x2.to(dtype), int(out_channels))
+    if x1.dtype != x2.dtype:  # .to() only when needed: host time per op
+        dtype = torch.promote_types(x1.dtype, x2.dtype)
+        x1, x2 = x1.to(dtype), x2.to(dtype)
+    return torch.ops.ainn_fast.native_group_mean(x1, x2, int(out_channels))
 
 
 @ops.multiscale_decompose.register("native")
@@ -341,8 +346,9 @@ def multiscale_decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @ops.frequency_blend.register("native")
 def frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    dtype = torch.promote_types(torch.promote_types(logits.dtype, low.dtype), high.dtype)
-    logits, low, high = logits.to(dtype), low.to(dtype), high.to(dtype)
+    if not logits.dtype == low.dtype == high.dtype:  # .to() only when needed: host time per op
+        dtype = torch.promote_types(torch.promote_types(logits.dtype, low.dtype), high.dtype)
+        logits, low, high = logits.to(dtype), low.to(dtype), high.to(dtype)
     if low.dim() != 4 or high.shape != low.shape or logits.shape != (low.shape[0], 1, *low.shape[2:]):
         # Other broadcast patterns than the model's one-channel mask: the reference formula.
         return ops.frequency_blend.impls["reference"](logits, low, high)

@@ -199,6 +199,20 @@ def test_blend_other_broadcasts_and_mixed_dtypes_follow_the_reference():
                                    **FP32)
 
 
+def test_coupling_and_group_mean_promote_mixed_dtypes_like_the_reference():
+    """The wrappers skip dtype conversion when all inputs agree; when they don't, the result
+    is promoted as the reference's arithmetic promotes it (fp16 with fp32 -> fp32)."""
+    # h in fp32 too: the reference's (y - h) of two fp16 tensors would round in fp16 first
+    x, g, h = torch.randn(2, 4, 3, 5).half(), torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)
+    for name in ("affine_coupling", "affine_coupling_inverse"):
+        got, want = NAT[name](x, g, h, 1.0), REF[name](x, g, h, 1.0)
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, **FP32)
+    got, want = NAT["group_mean"](x, g, 4), REF["group_mean"](x, g, 4)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, **FP32)
+
+
 def test_coupling_extreme_gates_and_inverse_roundtrip():
     x = torch.randn(4, 7, 9, 11)
     g = torch.cat([torch.full((1, 7, 9, 11), v) for v in (-200.0, -20.0, 20.0, 200.0)])
