@@ -83,7 +83,9 @@ def bench_config(
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
     latent_s, y_hat = timed(
-        lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device, scale_shifts=shifts), device, repeat
+        lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device, scale_shifts=shifts,
+                                              padded_fronts=cuda_graphs),
+        device, repeat,
     )
     with torch.no_grad():
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)

@@ -142,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement, median reported")
     b.add_argument("--no-serial", action="store_true", help="skip the (slow) serial decoders")
     b.add_argument("--no-baseline", action="store_true", help="skip CompressAI's mbt2018")
-    b.add_argument("--cuda-graphs", action="store_true", help="replay the synthesis from CUDA graphs (GPU)")
+    b.add_argument("--cuda-graphs", action="store_true", help="replay the synthesis and the latent decode's context steps from CUDA graphs (GPU)")
     _precision_option(b)
 
     b.add_argument("--contexts", nargs="+", default=["serial"], choices=["serial", "checkerboard"],

@@ -253,7 +253,9 @@ def _decode_latents(model: AINN, files: list[container.Container], device, progr
     for c in files:
         if c.channel_shifts is not None and len(c.channel_shifts) != model.M:
             raise FormatError(f"file has scale shifts for {len(c.channel_shifts)} channels; the model has {model.M}")
-    return decode_latents(model, ys, zs, sizes, device, progress, [c.y_shift() for c in files])
+    # prepare_for_decoding(cuda_graphs=True) also replays the context steps from CUDA graphs.
+    padded = getattr(model, "_ainn_front_graphs", False)
+    return decode_latents(model, ys, zs, sizes, device, progress, [c.y_shift() for c in files], padded_fronts=padded)
 
 
 def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):

@@ -31,11 +31,11 @@ from compressai.entropy_models import EntropyModel
 
 from .container import delta_bits, pack_deltas
 from .errors import FormatError
-from .fixed_point import ACT_BITS, ACT_MAX, CONTEXT_KERNEL, FixedPointEntropy, fixed_point
+from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
+from .front_steps import PaddedFronts
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
-UNIT = 2**ACT_BITS
 
 
 def _tables(model) -> tuple[list, list, list]:
@@ -198,13 +198,17 @@ class _Schedule:
             window = fp.window_index(b, i, j, padded) if per_image[slices[0][0]][k][1] else None
             self.steps.append((window, at, write, b, i, j, slices))
 
-    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero y_hat buffer and the batch's hyper parameters, both flattened to rows."""
-        y_pad = torch.zeros(len(params_list), self.height + 2 * PAD, self.width + 2 * PAD, fp.M, device=fp.device, dtype=fp.dtype)
+    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Zero y_hat buffer (B, h + 4, w + 4, M), the same as rows with one scratch row
+        after them (front_steps.py's padding rows write there), and the batch's hyper
+        parameters flattened to rows."""
+        shape = (len(params_list), self.height + 2 * PAD, self.width + 2 * PAD, fp.M)
+        rows = torch.zeros(shape[0] * shape[1] * shape[2] + 1, fp.M, device=fp.device, dtype=fp.dtype)
+        y_pad = rows[:-1].view(shape)
         params = torch.zeros(len(params_list), self.height, self.width, 2 * fp.M, device=fp.device, dtype=fp.dtype)
         for b, p in enumerate(params_list):
             params[b, : p.shape[1], : p.shape[2]] = p[0]
-        return y_pad, params.view(-1, 2 * fp.M)
+        return y_pad, rows, params.view(-1, 2 * fp.M)
 
 
 def _schedule(fp: FixedPointEntropy, sizes: list[tuple[int, int]], context: str) -> _Schedule:
@@ -254,7 +258,7 @@ def quantize_latents(
     z_strings = model.entropy_bottleneck.compress(model.h_a(y))
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
     schedule = _schedule(fp, sizes, model.config.context)
-    y_pad, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
+    y_pad, _, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -303,29 +307,41 @@ def decode_latents(
     device: torch.device | str | None = None,
     progress: Callable | None = None,
     scale_shifts: Sequence[int | tuple[int, ...]] | None = None,
+    padded_fronts: bool = False,
 ) -> list[torch.Tensor]:
     """Invert :func:`encode_latents` for a batch of files, each of its own latent size and
     scale shift (format 2: 0): a list of y_hat (1, M, h, w), step by step of the coding
-    order (wavefronts, or the checkerboard's two passes)."""
+    order (wavefronts, or the checkerboard's two passes). ``padded_fronts`` runs the
+    context steps at one padded shape, from CUDA graphs on a GPU (front_steps.py): the
+    same symbols, fewer launches."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
     schedule = _schedule(fp, sizes, model.config.context)
-    y_pad, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
+    y_pad, y_rows, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
     y_flat = y_pad.view(-1, fp.M)
     tables = _tables(model)
     decoders = []
     for y_string, (h, w) in zip(y_strings, sizes):
         decoders.append(RansDecoder())
         decoders[-1].set_stream(_guard(y_string, model.M * h * w))
-    for window, at, write, _, _, _, slices in progress(schedule.steps) if progress else schedule.steps:
-        scale, mean = fp.position_params(y_flat, params, window, at)
-        index = _indexes(fp, scale, slices, shifts).cpu()
+    fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
+    if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
+        fixed = PaddedFronts(fp, schedule.steps, y_rows, params, shifts[0], graphs=fp.device.type == "cuda")
+    for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
+        if fixed is not None and window is not None:
+            index = fixed.parameters(k, len(at)).cpu()
+        else:
+            scale, mean = fp.position_params(y_flat, params, window, at)
+            index = _indexes(fp, scale, slices, shifts).cpu()
         q = [_decode_front(decoders[b], index[lo:hi], tables) for b, lo, hi in slices]
-        q = np.fromiter(itertools.chain.from_iterable(q), dtype=np.float64, count=mean.numel())
-        q = torch.from_numpy(q).to(fp.device, fp.dtype).view_as(mean)
-        y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
+        q = np.fromiter(itertools.chain.from_iterable(q), dtype=np.float64, count=index.numel())
+        q = torch.from_numpy(q).view(index.shape)
+        if fixed is not None and window is not None:
+            fixed.write_symbols(q)
+        else:
+            y_flat[write] = (q.to(fp.device, fp.dtype) * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, sizes)
 
 

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ACT_BITS = 12  # activations in units of 1/4096
+UNIT = 2**ACT_BITS  # the integer of value 1.0
 ACT_MAX = 2**27 - 1  # |value| < 32768
 ROW_L1_MAX = 2**25  # ACT_MAX * ROW_L1_MAX < 2**52: sums stay exact in float64
 MAX_SHIFT = 30

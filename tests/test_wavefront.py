@@ -9,6 +9,8 @@ from PIL import Image
 from skimage import data
 
 from ainn_fast import codec, container, entropy_coding, fixed_point, zoo
+from ainn_fast.checkpoint import with_context
+from ainn_fast.inference import prepare_for_decoding
 from ainn_fast.fixed_point import ACT_MAX, FixedPointEntropy
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -196,6 +198,47 @@ def test_fixed_point_rate_cost_is_under_half_a_percent(lite):
         v1 += len(codec.encode(img, lite, version=1)[0])
         v2 += len(codec.encode(img, lite, version=2)[0])
     assert abs(v2 - v1) / v1 < 0.005, (v1, v2)
+
+
+def _padded_fronts_cases(lite):
+    """(y_strings, z_strings, sizes, shifts, y_hat): a batch of three photos with one
+    shift (the padded path), one photo with its own, and the checkerboard context."""
+    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
+    with torch.no_grad():
+        y = lite.g_a(torch.stack([x, x.flip(-1), x.flip(-2)]))
+    strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y, scale_shift=0)
+    yield lite, strings, zs, [(8, 12)] * 3, shifts, y_hat
+    strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y[1:2])
+    yield lite, strings, zs, [(8, 12)], shifts, y_hat
+    board = codec.prepare_model(with_context(lite, "checkerboard"))
+    with torch.no_grad():
+        y = board.g_a(x[None])
+    strings, zs, y_hat, shifts = entropy_coding.encode_latents(board, y)
+    yield board, strings, zs, [(8, 12)], shifts, y_hat
+
+
+def test_padded_fronts_decode_the_same_symbols(lite):
+    # Exact integer arithmetic: padding rows in a step's matmuls change no real row.
+    for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(lite):
+        plain = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts)
+        padded = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts, padded_fronts=True)
+        for b, (p, q) in enumerate(zip(plain, padded)):
+            assert torch.equal(p, q) and torch.equal(q[0], y_hat[b])
+
+
+@cuda
+def test_padded_fronts_from_cuda_graphs_decode_the_same_symbols(lite):
+    import copy
+
+    gpu = copy.deepcopy(lite).cuda()
+    for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(gpu):
+        graphed = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts, padded_fronts=True)
+        for b, q in enumerate(graphed):
+            assert torch.equal(q[0].cpu(), y_hat[b].cpu())
+    prepared = prepare_for_decoding(copy.deepcopy(gpu), cuda_graphs=True)  # codec.decode takes the graphed path
+    blob, y_enc = codec.encode(photo("chelsea", (256, 192)), lite)
+    _, y = codec.decode(blob, prepared, device="cuda")
+    assert torch.equal(y.cpu(), y_enc)
 
 
 @cuda
