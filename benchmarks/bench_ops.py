@@ -93,6 +93,18 @@ CASES = [
                        _rand(B, 3, H, W, dtype=d, channels_last=cl)),
         (0, 1, 2),
     ),
+    # large sizes (the bandwidth target: >= 85 % of copy bandwidth): each op moves 1-2 GB
+    # per call, so launch and host time vanish and only memory traffic is measured
+    Case("coupling_large", ops.affine_coupling, _coupling_args((8, 192, 256, 256)), (0, 1, 2)),
+    Case("squeeze_large", ops.squeeze2x2, lambda d, cl: (_rand(8, 192, 256, 256, dtype=d, channels_last=cl),), (0,)),
+    Case("decompose_large", ops.multiscale_decompose, lambda d, cl: (_rand(8, 48, 256, 256, dtype=d, channels_last=cl),), (0,)),
+    Case(
+        "blend_large",
+        ops.frequency_blend,
+        lambda d, cl: (_rand(8, 1, 1024, 1024, dtype=d, channels_last=cl), _rand(8, 12, 1024, 1024, dtype=d, channels_last=cl),
+                       _rand(8, 12, 1024, 1024, dtype=d, channels_last=cl)),
+        (0, 1, 2),
+    ),
     # decoding shapes (inference: forward only is meaningful, backward still reported)
     Case("coupling_inv_L1_decode", ops.affine_coupling_inverse, _coupling_args((1, 12, DH // 2, DW // 2)), (0, 1, 2)),
     Case("coupling_inv_L4_decode", ops.affine_coupling_inverse, _coupling_args((1, 768, DH // 16, DW // 16)), (0, 1, 2)),
