@@ -79,6 +79,10 @@ def bench_config(
     encode_s, data = timed(lambda: codec.compress(image, model, device=device), device, repeat)
     prepare_for_decoding(model, cuda_graphs=cuda_graphs, precision=precision)
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
+    graphed = {}
+    if getattr(model, "_ainn_front_graphs", False):  # the encoder's context steps from graphs too
+        graphed["encode_graphed_s"], again = timed(lambda: codec.compress(image, model, device=device), device, repeat)
+        graphed["encode_graphed_same_bytes"] = again == data
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
@@ -102,6 +106,7 @@ def bench_config(
         "decode_s": decode_s,
         "decode_latents_s": latent_s,
         "synthesis_s": synth_s,
+        **graphed,
     }
     if serial and context == "serial":
         old = codec.encode(image, model, device=device, version=1)[0]

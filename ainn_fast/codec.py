@@ -179,7 +179,9 @@ def encode(
         if version == 1:
             (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
         else:
-            (y_string,), (z_string,), y_hat, (shift,) = encode_latents(model, y, progress, None if version >= 3 else 0)
+            (y_string,), (z_string,), y_hat, (shift,) = encode_latents(
+                model, y, progress, None if version >= 3 else 0, padded_fronts=getattr(model, "_ainn_front_graphs", False)
+            )
         base, deltas = split_shift(shift)
         header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, base)
         return container.pack(container.Container(header, y_string, z_string, prepared.alpha, prepared.palette, deltas)), y_hat

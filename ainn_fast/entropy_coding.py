@@ -32,7 +32,7 @@ from compressai.entropy_models import EntropyModel
 from .container import delta_bits, pack_deltas
 from .errors import FormatError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
-from .front_steps import PaddedFronts
+from .front_steps import PaddedEncodeFronts, PaddedFronts
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
@@ -198,17 +198,43 @@ class _Schedule:
             window = fp.window_index(b, i, j, padded) if per_image[slices[0][0]][k][1] else None
             self.steps.append((window, at, write, b, i, j, slices))
 
-    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Zero y_hat buffer (B, h + 4, w + 4, M), the same as rows with one scratch row
-        after them (front_steps.py's padding rows write there), and the batch's hyper
-        parameters flattened to rows."""
-        shape = (len(params_list), self.height + 2 * PAD, self.width + 2 * PAD, fp.M)
+    def allocate(self, fp: FixedPointEntropy, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Zero buffers for ``batch`` images: y_hat (B, h + 4, w + 4, M), the same as rows
+        with one scratch row after them (front_steps.py's padding rows write there), and
+        the hyper parameters flattened to rows (B * h * w, 2M)."""
+        shape = (batch, self.height + 2 * PAD, self.width + 2 * PAD, fp.M)
         rows = torch.zeros(shape[0] * shape[1] * shape[2] + 1, fp.M, device=fp.device, dtype=fp.dtype)
-        y_pad = rows[:-1].view(shape)
-        params = torch.zeros(len(params_list), self.height, self.width, 2 * fp.M, device=fp.device, dtype=fp.dtype)
+        params = torch.zeros(batch * self.height * self.width, 2 * fp.M, device=fp.device, dtype=fp.dtype)
+        return rows[:-1].view(shape), rows, params
+
+    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`allocate`'s buffers with each image's hyper parameters filled in."""
+        y_pad, rows, params = self.allocate(fp, len(params_list))
+        self.fill_params(params, params_list)
+        return y_pad, rows, params
+
+    def fill_params(self, params: torch.Tensor, params_list: list[torch.Tensor]) -> None:
+        grid = params.view(len(params_list), self.height, self.width, -1)
+        grid.zero_()
         for b, p in enumerate(params_list):
-            params[b, : p.shape[1], : p.shape[2]] = p[0]
-        return y_pad, rows, params.view(-1, 2 * fp.M)
+            grid[b, : p.shape[1], : p.shape[2]] = p[0]
+
+    def padded(self, fp: FixedPointEntropy, batch: int, shift: int | tuple[int, ...] | None) -> PaddedFronts:
+        """The padded context steps with their own buffers (captured as CUDA graphs on a
+        GPU), kept for the next call of the same batch size and shift: capture is paid
+        once. ``shift=None``: the encoder's (:class:`PaddedEncodeFronts`)."""
+        cache = self.__dict__.setdefault("_padded", {})
+        key = (batch, shift)
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            y_pad, rows, params = self.allocate(fp, batch)
+            if shift is None:
+                fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch)
+            else:
+                fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift)
+            cache[key] = fixed.capture() if fp.device.type == "cuda" else fixed
+        return cache[key]
 
 
 def _schedule(fp: FixedPointEntropy, sizes: list[tuple[int, int]], context: str) -> _Schedule:
@@ -248,10 +274,12 @@ def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def quantize_latents(
-    model, y: torch.Tensor, progress: Callable | None = None
+    model, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False
 ) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
-    strings, y_hat, and for each image its symbols and integer scales in stream order."""
+    strings, y_hat, and for each image its symbols and integer scales in stream order.
+    ``padded_fronts``: the wavefronts at one padded shape, from CUDA graphs on a GPU
+    (front_steps.py; the serial context only), the same symbols."""
     fp = fixed_point(model, y.device)
     batch, _, height, width = y.shape
     sizes = [(height, width)] * batch
@@ -260,6 +288,14 @@ def quantize_latents(
     schedule = _schedule(fp, sizes, model.config.context)
     y_pad, _, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
+    if padded_fronts and all(s[0] is not None for s in schedule.steps):
+        fixed = schedule.padded(fp, batch, None)
+        fixed.params.copy_(params)
+        fixed.source.copy_(y_cl.reshape(-1, fp.M))
+        y_pad, _ = fixed.reset()
+        for k in progress(range(len(schedule.steps))) if progress else range(len(schedule.steps)):
+            fixed.encode_step(k)
+        return z_strings, torch.cat(_latent(y_pad, sizes)), fixed.streams()
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:
@@ -282,14 +318,15 @@ def rans_encode(model, q: torch.Tensor, index: torch.Tensor, tables: tuple[list,
 
 
 def encode_latents(
-    model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None
+    model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None,
+    padded_fronts: bool = False,
 ) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int | tuple[int, ...]]]:
     """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
     scale_shifts): format 3, each image with the scale shift (one, or one per channel)
     that makes its file smallest, or every image with ``scale_shift`` when given (0:
-    format 2)."""
+    format 2). ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
-    z_strings, y_hat, coded = quantize_latents(model, y, progress)
+    z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts)
     tables = _tables(model)
     y_strings, shifts = [], []
     for q, scale in coded:
@@ -319,7 +356,7 @@ def decode_latents(
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
     schedule = _schedule(fp, sizes, model.config.context)
-    y_pad, y_rows, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
+    y_pad, _, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
     y_flat = y_pad.view(-1, fp.M)
     tables = _tables(model)
     decoders = []
@@ -328,7 +365,9 @@ def decode_latents(
         decoders[-1].set_stream(_guard(y_string, model.M * h * w))
     fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
     if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
-        fixed = PaddedFronts(fp, schedule.steps, y_rows, params, shifts[0], graphs=fp.device.type == "cuda")
+        fixed = schedule.padded(fp, len(sizes), shifts[0])
+        fixed.params.copy_(params)
+        y_pad, y_flat = fixed.reset()
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at)).cpu()

@@ -22,76 +22,149 @@ from .fixed_point import ACT_MAX, UNIT, FixedPointEntropy
 
 
 class PaddedFronts:
-    """The context steps of a schedule padded to P rows, with (optionally) two CUDA graphs.
+    """The context steps of a schedule padded to P rows, with buffers of their own, so
+    that :meth:`capture` can record them once as two CUDA graphs (parameters, write-back)
+    replayed per step, call after call.
 
-    ``steps`` are the schedule's (window, at, write, ...) tuples; ``y_rows`` the flat y_hat
-    buffer with its scratch row last; ``params`` the flat hyper parameters.
+    ``steps`` are the schedule's (window, at, write, b, i, j, slices) tuples; ``y_pad`` and
+    ``y_rows`` the y_hat buffer and the same as rows with a scratch row last; ``params``
+    the flat hyper parameters (filled by the caller before each use); ``shift`` the scale
+    shift of the batch's files (None: no scale indexes, the encoder's case, which chooses
+    its shift afterwards).
     """
 
     def __init__(
-        self, fp: FixedPointEntropy, steps: list, y_rows: torch.Tensor, params: torch.Tensor,
-        shift: int | tuple[int, ...], graphs: bool,
+        self, fp: FixedPointEntropy, steps: list, y_pad: torch.Tensor, y_rows: torch.Tensor, params: torch.Tensor,
+        shift: int | tuple[int, ...] | None,
     ) -> None:
-        self.fp, self.y_rows, self.params, self.shift = fp, y_rows, params, shift
+        self.fp, self.y_pad, self.y_rows, self.params, self.shift = fp, y_pad, y_rows, params, shift
         with_context = [s for s in steps if s[0] is not None]
         rows = max(len(s[1]) for s in with_context)
-        taps = with_context[0][0].shape[1]
-        scratch = y_rows.shape[0] - 1
+        self.scratch = y_rows.shape[0] - 1
         self.rows = rows
-
-        def pad(t: torch.Tensor, fill: int) -> torch.Tensor:
-            out = torch.full((rows, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)
-            out[: len(t)] = t
-            return out
-
-        self.padded = {k: (pad(s[0], 0), pad(s[1], 0), pad(s[2], scratch)) for k, s in enumerate(steps) if s[0] is not None}
+        self.padded = {
+            k: (self._pad(s[0], 0), self._pad(s[1], 0), self._pad(s[2], self.scratch))
+            for k, s in enumerate(steps) if s[0] is not None
+        }
         device = fp.device
-        self.window = torch.zeros(rows, taps, dtype=torch.long, device=device)
+        self.window = torch.zeros(rows, with_context[0][0].shape[1], dtype=torch.long, device=device)
         self.at = torch.zeros(rows, dtype=torch.long, device=device)
-        self.write = torch.full((rows,), scratch, dtype=torch.long, device=device)
+        self.write = torch.full((rows,), self.scratch, dtype=torch.long, device=device)
         self.q = torch.zeros(rows, fp.M, dtype=fp.dtype, device=device)
-        self._graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
-        if graphs:
-            self._capture()
+        self._graphs: list[torch.cuda.CUDAGraph] | None = None
+
+    def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero the y_hat buffer for a new batch; returns it (B, h + 4, w + 4, M) and as rows
+        without the scratch row."""
+        self.y_rows.zero_()
+        return self.y_pad, self.y_rows[:-1]
+
+    def _pad(self, t: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((self.rows, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)
+        out[: len(t)] = t
+        return out
 
     def _parameters(self) -> None:
         self.scale, self.mean = self.fp.position_params(self.y_rows, self.params, self.window, self.at)
-        self.index = self.fp.scale_index(self.scale, self.shift)
+        if self.shift is not None:
+            self.index = self.fp.scale_index(self.scale, self.shift)
 
     def _write_back(self) -> None:
         self.y_rows.index_copy_(0, self.write, (self.q * UNIT + self.mean).clamp_(-ACT_MAX, ACT_MAX))
 
-    def _capture(self) -> None:
-        # Warm up on a side stream first (lazy tables, cuBLAS handles), as capture requires.
-        side = torch.cuda.Stream()
+    def capture(self) -> "PaddedFronts":
+        """Record the two stages as CUDA graphs (the static buffers point every write at the
+        scratch row meanwhile, and the caller resets the buffers before each use)."""
+        stages = (self._parameters, self._write_back)
+        side = torch.cuda.Stream()  # warm up on a side stream first, as capture requires
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._parameters()
-            self._write_back()  # every row to the scratch row: harmless
+            for stage in stages:
+                stage()
         torch.cuda.current_stream().wait_stream(side)
-        params_graph, write_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(params_graph):
-            self._parameters()
-        with torch.cuda.graph(write_graph, pool=params_graph.pool()):
-            self._write_back()
-        self._graphs = (params_graph, write_graph)
+        self._graphs, pool = [], None
+        for stage in stages:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                stage()
+            self._graphs.append(graph)
+            pool = graph.pool()
+        return self
 
-    def parameters(self, k: int, n: int) -> torch.Tensor:
-        """Scale indexes (n, M) of the n positions of step ``k`` (on the device)."""
+    def _run(self, stage: int) -> None:
+        if self._graphs:
+            self._graphs[stage].replay()
+        else:
+            (self._parameters, self._write_back)[stage]()
+
+    def _load(self, k: int) -> None:
         window, at, write = self.padded[k]
         self.window.copy_(window)
         self.at.copy_(at)
         self.write.copy_(write)
-        if self._graphs:
-            self._graphs[0].replay()
-        else:
-            self._parameters()
+
+    def parameters(self, k: int, n: int) -> torch.Tensor:
+        """Scale indexes (n, M) of the n positions of step ``k`` (on the device)."""
+        self._load(k)
+        self._run(0)
         return self.index[:n]
 
     def write_symbols(self, q: torch.Tensor) -> None:
         """y_hat of the step's positions from their decoded symbols q (n, M)."""
         self.q[: len(q)].copy_(q)
-        if self._graphs:
-            self._graphs[1].replay()
-        else:
-            self._write_back()
+        self._run(1)
+
+
+class PaddedEncodeFronts(PaddedFronts):
+    """The encoder's pass over the same padded steps: y is known, so a step rounds its own
+    symbols and files them, with their integer scales, into per-image streams on the
+    device. No step waits for the host; the streams are read once at the end.
+
+    ``source`` holds y (B * h * w, M) as floats, the rows ``at`` indexes (the caller fills
+    it); ``batch`` is the number of images, all of the schedule's size.
+    """
+
+    def __init__(
+        self, fp: FixedPointEntropy, steps: list, y_pad: torch.Tensor, y_rows: torch.Tensor, params: torch.Tensor,
+        batch: int,
+    ) -> None:
+        super().__init__(fp, steps, y_pad, y_rows, params, None)
+        self.source = torch.zeros(params.shape[0], fp.M, dtype=fp.dtype, device=fp.device)  # y, filled by the caller
+        # Each image's stream is its positions in step order (as the decoder reads them).
+        lengths = [0] * batch
+        for _, at, _, _, _, _, slices in steps:
+            for b, lo, hi in slices:
+                lengths[b] += hi - lo
+        self.bases = [sum(lengths[:b]) for b in range(batch)]
+        self.lengths = lengths
+        total = sum(lengths)
+        filled = list(self.bases)
+        self.destinations = {}
+        for k, (_, at, _, _, _, _, slices) in enumerate(steps):
+            dest = torch.empty(len(at), dtype=torch.long)
+            for b, lo, hi in slices:
+                dest[lo:hi] = torch.arange(filled[b], filled[b] + hi - lo)
+                filled[b] += hi - lo
+            self.destinations[k] = self._pad(dest.to(fp.device), total)  # padding rows: the scratch row
+        self.dest = torch.full((self.rows,), total, dtype=torch.long, device=fp.device)
+        self.symbols = torch.zeros(total + 1, fp.M, dtype=fp.dtype, device=fp.device)
+        self.scales = torch.zeros(total + 1, fp.M, dtype=fp.dtype, device=fp.device)
+
+    def _write_back(self) -> None:
+        self.q.copy_(torch.round(self.source.index_select(0, self.at) - self.mean / UNIT))
+        super()._write_back()
+        self.symbols.index_copy_(0, self.dest, self.q)
+        self.scales.index_copy_(0, self.dest, self.scale)
+
+    def encode_step(self, k: int) -> None:
+        self._load(k)
+        self.dest.copy_(self.destinations[k])
+        self._run(0)
+        self._run(1)
+
+    def streams(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each image's (symbols, integer scales), flattened in stream order."""
+        return [  # copies: the buffers are reused by the next call
+            (self.symbols[base : base + n].flatten().clone(), self.scales[base : base + n].flatten().clone())
+            for base, n in zip(self.bases, self.lengths)
+        ]

@@ -45,8 +45,8 @@ def prepare_for_decoding(
     thread: 1.15 s instead of 1.49 s); on CUDA it is off by default, unmeasured (the
     native CUDA squeeze kernels are contiguous-only). ``compile`` wraps ``g_s`` with
     ``torch.compile``; ``cuda_graphs`` replays it from one CUDA graph per input shape
-    (CUDA inputs under ``no_grad`` only; otherwise eager), and the latent decode's
-    context steps from two graphs (``decode_latents(padded_fronts=True)``). The model must be in eval mode,
+    (CUDA inputs under ``no_grad`` only; otherwise eager), and the context steps of the
+    latent decode and encode from two graphs (``padded_fronts=True``). The model must be in eval mode,
     and its weights must not change afterwards: folded and captured copies would go stale.
     The folded model's state_dict differs, so save checkpoints before preparing.
     """
@@ -82,7 +82,8 @@ def prepare_for_decoding(
     if cuda_graphs and not torch.cuda.is_available():
         warnings.warn("cuda_graphs=True but CUDA is not available: g_s stays eager", stacklevel=2)
         cuda_graphs = False
-    # The latent decode's context steps too, at one padded shape (front_steps.py).
+    # The context steps of decoding (and of encoding with this model) too, at one padded
+    # shape (front_steps.py).
     model._ainn_front_graphs = cuda_graphs
     if compile or cuda_graphs:
         g_s: Callable = model.g_s  # the eager method (or the low-precision one)

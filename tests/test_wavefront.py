@@ -217,13 +217,28 @@ def _padded_fronts_cases(lite):
     yield board, strings, zs, [(8, 12)], shifts, y_hat
 
 
+def test_padded_fronts_encode_the_same_bytes(lite):
+    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
+    with torch.no_grad():
+        y = lite.g_a(torch.stack([x, x.flip(-1), x.flip(-2)]))
+    plain = entropy_coding.encode_latents(lite, y)
+    for again in range(2):  # the second call reuses the first one's buffers
+        padded = entropy_coding.encode_latents(lite, y[again:] if again else y, padded_fronts=True)
+        want = [plain[0][again:], plain[1][again:], plain[2][again:], plain[3][again:]]
+        assert want[0] == padded[0] and want[1] == padded[1] and want[3] == padded[3]
+        assert torch.equal(want[2], padded[2])
+    again = entropy_coding.encode_latents(lite, y, padded_fronts=True)
+    assert again[0] == plain[0] and torch.equal(again[2], plain[2])
+
+
 def test_padded_fronts_decode_the_same_symbols(lite):
     # Exact integer arithmetic: padding rows in a step's matmuls change no real row.
     for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(lite):
         plain = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts)
-        padded = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts, padded_fronts=True)
-        for b, (p, q) in enumerate(zip(plain, padded)):
-            assert torch.equal(p, q) and torch.equal(q[0], y_hat[b])
+        for _ in range(2):  # the second call reuses the first one's buffers
+            padded = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts, padded_fronts=True)
+            for b, (p, q) in enumerate(zip(plain, padded)):
+                assert torch.equal(p, q) and torch.equal(q[0], y_hat[b])
 
 
 @cuda
@@ -235,10 +250,17 @@ def test_padded_fronts_from_cuda_graphs_decode_the_same_symbols(lite):
         graphed = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts, padded_fronts=True)
         for b, q in enumerate(graphed):
             assert torch.equal(q[0].cpu(), y_hat[b].cpu())
-    prepared = prepare_for_decoding(copy.deepcopy(gpu), cuda_graphs=True)  # codec.decode takes the graphed path
+    prepared = prepare_for_decoding(copy.deepcopy(gpu), cuda_graphs=True)  # codec takes the graphed paths
     blob, y_enc = codec.encode(photo("chelsea", (256, 192)), lite)
     _, y = codec.decode(blob, prepared, device="cuda")
     assert torch.equal(y.cpu(), y_enc)
+    x = torch.from_numpy(data.chelsea()[:128, :192].copy()).permute(2, 0, 1)[None].float().div(255).cuda()
+    with torch.no_grad():
+        y = gpu.g_a(x)
+    graphed = entropy_coding.encode_latents(gpu, y, padded_fronts=True)
+    assert graphed[0] == entropy_coding.encode_latents(gpu, y)[0]
+    blob, y_enc = codec.encode(photo("chelsea", (256, 192)), prepared, device="cuda")  # graphed encode
+    assert torch.equal(codec.decode(blob, lite)[1], y_enc.cpu())  # decodes on the CPU
 
 
 @cuda
