@@ -207,13 +207,14 @@ class _Schedule:
         params = torch.zeros(batch * self.height * self.width, 2 * fp.M, device=fp.device, dtype=fp.dtype)
         return rows[:-1].view(shape), rows, params
 
-    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`allocate`'s buffers with each image's hyper parameters filled in."""
-        y_pad, rows, params = self.allocate(fp, len(params_list))
+    def buffers(self, fp: FixedPointEntropy, params_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero y_hat buffer (B, h + 4, w + 4, M) and the batch's hyper parameters as rows."""
+        y_pad, _, params = self.allocate(fp, len(params_list))
         self.fill_params(params, params_list)
-        return y_pad, rows, params
+        return y_pad, params
 
     def fill_params(self, params: torch.Tensor, params_list: list[torch.Tensor]) -> None:
+        """Each image's hyper parameters (1, h, w, 2M) into the rows (B * h * w, 2M)."""
         grid = params.view(len(params_list), self.height, self.width, -1)
         grid.zero_()
         for b, p in enumerate(params_list):
@@ -286,16 +287,18 @@ def quantize_latents(
     z_strings = model.entropy_bottleneck.compress(model.h_a(y))
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
     schedule = _schedule(fp, sizes, model.config.context)
-    y_pad, _, params = schedule.buffers(fp, [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)])
-    y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
+    params_list = [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)]
+    y_cl = y.permute(0, 2, 3, 1).to(fp.dtype)
     if padded_fronts and all(s[0] is not None for s in schedule.steps):
         fixed = schedule.padded(fp, batch, None)
-        fixed.params.copy_(params)
+        schedule.fill_params(fixed.params, params_list)
         fixed.source.copy_(y_cl.reshape(-1, fp.M))
         y_pad, _ = fixed.reset()
         for k in progress(range(len(schedule.steps))) if progress else range(len(schedule.steps)):
             fixed.encode_step(k)
         return z_strings, torch.cat(_latent(y_pad, sizes)), fixed.streams()
+    y_pad, params = schedule.buffers(fp, params_list)
+    y_flat = y_pad.view(-1, fp.M)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:
@@ -356,18 +359,20 @@ def decode_latents(
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
     schedule = _schedule(fp, sizes, model.config.context)
-    y_pad, _, params = schedule.buffers(fp, [fp.hyper_params(z) for z in z_syms])
-    y_flat = y_pad.view(-1, fp.M)
+    params_list = [fp.hyper_params(z) for z in z_syms]
+    fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
+    if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
+        fixed = schedule.padded(fp, len(sizes), shifts[0])
+        schedule.fill_params(fixed.params, params_list)
+        (y_pad, y_flat), params = fixed.reset(), fixed.params
+    else:
+        y_pad, params = schedule.buffers(fp, params_list)
+        y_flat = y_pad.view(-1, fp.M)
     tables = _tables(model)
     decoders = []
     for y_string, (h, w) in zip(y_strings, sizes):
         decoders.append(RansDecoder())
         decoders[-1].set_stream(_guard(y_string, model.M * h * w))
-    fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
-    if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
-        fixed = schedule.padded(fp, len(sizes), shifts[0])
-        fixed.params.copy_(params)
-        y_pad, y_flat = fixed.reset()
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at)).cpu()
