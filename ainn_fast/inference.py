@@ -42,8 +42,10 @@ def prepare_for_decoding(
     each level's inverse 1x1 matrix is computed once. ``channels_last`` (default: on when
     the model is on the CPU) runs the synthesis in NHWC end to end: oneDNN's convolutions
     are faster in it and the native kernels keep it without copies (768x512 lite, one
-    thread: 1.15 s instead of 1.49 s); on CUDA it is off by default, unmeasured (the
-    native CUDA squeeze kernels are contiguous-only). ``compile`` wraps ``g_s`` with
+    thread: 1.15 s instead of 1.49 s); on CUDA it is off by default: on an H200 the
+    unprepared paper g_s ran 8 % faster in NHWC on the native backend but 9 % slower on
+    the reference one (benchmarks/results/h200_2026-12-04.md); prepared, not measured yet.
+    ``compile`` wraps ``g_s`` with
     ``torch.compile``; ``cuda_graphs`` replays it from one CUDA graph per input shape
     (CUDA inputs under ``no_grad`` only; otherwise eager), and the context steps of the
     latent decode and encode from two graphs (``padded_fronts=True``). The model must be in eval mode,
