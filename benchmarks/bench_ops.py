@@ -275,6 +275,35 @@ def test_synthesis(benchmark, paper_model, backend, layout):
     benchmark.extra_info.update(backend=backend, layout=layout)
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["prepared", "prepared_graphs"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_synthesis_prepared(benchmark, paper_model, backend, graphs):
+    """g_s as the decoder runs it (issue 4's "triton path as a whole"): BatchNorm folded,
+    inverses cached, channels_last, and with ``graphs`` replayed from a CUDA graph, which
+    takes the host time per op (what bounds the fused ops at batch 1) out of the loop."""
+    import copy
+
+    from ainn_fast.inference import prepare_for_decoding
+
+    _skip_unavailable(backend)
+    benchmark.group = "model synthesis prepared" + (", CUDA graph" if graphs else "")
+    with ainn_fast.use_backend(backend):
+        model = prepare_for_decoding(copy.deepcopy(paper_model).eval(), cuda_graphs=graphs, channels_last=True)
+    y_hat = torch.randn(1, M, DH // 16, DW // 16, device="cuda").round()
+
+    def run():
+        with ainn_fast.use_backend(backend), torch.no_grad():
+            model.g_s(y_hat)
+        torch.cuda.synchronize()
+
+    for _ in range(3):  # the first call captures the graph
+        run()
+    benchmark.pedantic(run, rounds=20, iterations=1)
+    benchmark.extra_info.update(backend=backend, layout=f"channels_last, {'graphs' if graphs else 'eager'}")
+    del model
+    torch.cuda.empty_cache()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_analysis(benchmark, paper_model, backend):
     """g_a of one 768x512 image (inference)."""
