@@ -189,6 +189,11 @@ def report(results: dict) -> str:
             f"decode {r['decode_s'] * 1e3:.0f} ms = latents {r['decode_latents_s'] * 1e3:.0f} + synthesis "
             f"{r['synthesis_s'] * 1e3:.0f} ms"
         )
+        if "encode_graphed_s" in r:
+            lines.append(
+                f"        encode with the context steps from CUDA graphs {r['encode_graphed_s'] * 1e3:.0f} ms"
+                f" ({'the same bytes' if r['encode_graphed_same_bytes'] else 'DIFFERENT BYTES'})"
+            )
         if "serial_v1_decode_latents_s" in r:
             lines.append(
                 f"        serial loops: float v1 {r['serial_v1_decode_latents_s'] * 1e3:.0f} ms "
