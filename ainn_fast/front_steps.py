@@ -1,6 +1,6 @@
-"""The decoder's context steps at one fixed shape, so that CUDA graphs can replay them.
+"""The coder's context steps at one fixed shape, so that CUDA graphs can replay them.
 
-On a GPU the wavefront decode is bound by launches, not arithmetic: each of the 141 fronts
+On a GPU the wavefront decode (and encode) is bound by launches, not arithmetic: each of the 141 fronts
 of a 768x512 image runs some 35 small kernels (context gather, four integer matmuls with
 their requantisation, scale indexes, the write-back), and the H200 took 165 ms for the
 latents of the paper configuration (benchmarks/results/h200_2026-12-04.md), about 1.2 ms
