@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from . import codec, container, entropy_coding, zoo
 from .checkpoint import with_context
-from .inference import prepare_for_decoding
+from .inference import prepare_for_decoding, uses_front_graphs
 from .models import STRIDE
 
 def photo(width: int, height: int) -> Image.Image:
@@ -80,7 +80,7 @@ def bench_config(
     prepare_for_decoding(model, cuda_graphs=cuda_graphs, precision=precision)
     decode_s, _ = timed(lambda: codec.decode(data, model, device), device, repeat)
     graphed = {}
-    if getattr(model, "_ainn_front_graphs", False):  # the encoder's context steps from graphs too
+    if uses_front_graphs(model):  # the encoder's context steps from graphs too
         graphed["encode_graphed_s"], again = timed(lambda: codec.compress(image, model, device=device), device, repeat)
         graphed["encode_graphed_same_bytes"] = again == data
     c = container.unpack(data)

@@ -21,6 +21,7 @@ from . import container, image_io
 from .checkpoint import is_derived
 from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1, split_shift
 from .errors import FormatError, InputError, ModelMismatchError
+from .inference import uses_front_graphs
 from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
 from .refinement import rd_cost, refine_latent
@@ -180,7 +181,7 @@ def encode(
             (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
         else:
             (y_string,), (z_string,), y_hat, (shift,) = encode_latents(
-                model, y, progress, None if version >= 3 else 0, padded_fronts=getattr(model, "_ainn_front_graphs", False)
+                model, y, progress, None if version >= 3 else 0, padded_fronts=uses_front_graphs(model)
             )
         base, deltas = split_shift(shift)
         header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, base)
@@ -255,9 +256,9 @@ def _decode_latents(model: AINN, files: list[container.Container], device, progr
     for c in files:
         if c.channel_shifts is not None and len(c.channel_shifts) != model.M:
             raise FormatError(f"file has scale shifts for {len(c.channel_shifts)} channels; the model has {model.M}")
-    # prepare_for_decoding(cuda_graphs=True) also replays the context steps from CUDA graphs.
-    padded = getattr(model, "_ainn_front_graphs", False)
-    return decode_latents(model, ys, zs, sizes, device, progress, [c.y_shift() for c in files], padded_fronts=padded)
+    return decode_latents(
+        model, ys, zs, sizes, device, progress, [c.y_shift() for c in files], padded_fronts=uses_front_graphs(model)
+    )
 
 
 def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):

@@ -288,17 +288,16 @@ def quantize_latents(
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
     schedule = _schedule(fp, sizes, model.config.context)
     params_list = [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)]
-    y_cl = y.permute(0, 2, 3, 1).to(fp.dtype)
     if padded_fronts and all(s[0] is not None for s in schedule.steps):
         fixed = schedule.padded(fp, batch, None)
         schedule.fill_params(fixed.params, params_list)
-        fixed.source.copy_(y_cl.reshape(-1, fp.M))
+        fixed.source.view(batch, height, width, fp.M).copy_(y.permute(0, 2, 3, 1))  # one copy, to float64
         y_pad, _ = fixed.reset()
         for k in progress(range(len(schedule.steps))) if progress else range(len(schedule.steps)):
             fixed.encode_step(k)
         return z_strings, torch.cat(_latent(y_pad, sizes)), fixed.streams()
     y_pad, params = schedule.buffers(fp, params_list)
-    y_flat = y_pad.view(-1, fp.M)
+    y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:

@@ -132,7 +132,7 @@ class PaddedEncodeFronts(PaddedFronts):
         self.source = torch.zeros(params.shape[0], fp.M, dtype=fp.dtype, device=fp.device)  # y, filled by the caller
         # Each image's stream is its positions in step order (as the decoder reads them).
         lengths = [0] * batch
-        for _, at, _, _, _, _, slices in steps:
+        for *_, slices in steps:
             for b, lo, hi in slices:
                 lengths[b] += hi - lo
         self.bases = [sum(lengths[:b]) for b in range(batch)]

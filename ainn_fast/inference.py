@@ -97,6 +97,12 @@ def prepare_for_decoding(
     return model
 
 
+def uses_front_graphs(model: AINN) -> bool:
+    """Whether ``prepare_for_decoding(cuda_graphs=True)`` asked for the padded, graphed
+    context steps (codec's encode and decode pass it on as ``padded_fronts``)."""
+    return getattr(model, "_ainn_front_graphs", False)
+
+
 def _set_g_s(model: AINN, g_s: Callable) -> None:
     # An instance attribute shadows the method; object.__setattr__ because nn.Module's
     # would file a module under _modules, where lookup never reaches past the method.

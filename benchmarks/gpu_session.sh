@@ -33,6 +33,10 @@ export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$NVCC")")")}
 TAG=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -cd 'A-Za-z0-9' | tr 'A-Z' 'a-z' | sed 's/^nvidia//')
 TAG=${TAG:-gpu}
 
+archive() {  # LOG packed into ARCHIVE, when set (what a cut-off call still brings back)
+    [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" .
+}
+
 step() {  # name, limit in seconds, command...
     name=$1; limit=$2; shift 2
     echo "== $name ($(date +%T), at most $limit s)" >&2
@@ -41,14 +45,14 @@ step() {  # name, limit in seconds, command...
     timeout -s INT -k 15 "$limit" "$@" > "$LOG/$name.txt" 2>&1
     echo "exit $? after $(( $(date +%s) - t0 )) s" >> "$LOG/$name.txt"
     tail -n 4 "$LOG/$name.txt" >&2
-    [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" .
+    archive
 }
 
 bench_ops() {  # name, limit, -k expression
     step "$1" "$2" python3 -m pytest benchmarks/bench_ops.py -v -p no:cacheprovider -k "$3" \
         --benchmark-json "$LOG/$1_$TAG.json" --benchmark-columns=median,iqr,rounds --benchmark-sort=name
     python3 benchmarks/gpu_table.py "$LOG/$1_$TAG.json" > "$LOG/$1_$TAG.md" 2>&1
-    [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" .
+    archive
 }
 
 for s in $STEPS; do
@@ -92,7 +96,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
             --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
             --val-every 1000 --ckpt-every 1000
         cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null
-        [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$LOG" . ;;
+        archive ;;
     refine)  # encoder latent refinement on the GPU: compress time with 30 steps (astronaut, q3)
         step refine 90 python3 -m ainn_fast.cli demo -o /tmp/refine_demo --device cuda --refine 30 --force ;;
     decode_pytest)

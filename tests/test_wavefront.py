@@ -200,27 +200,30 @@ def test_fixed_point_rate_cost_is_under_half_a_percent(lite):
     assert abs(v2 - v1) / v1 < 0.005, (v1, v2)
 
 
+def _three_latents(model):
+    """A 128x192 crop of the astronaut, flipped two ways: (x, the batch's latents y)."""
+    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
+    with torch.no_grad():
+        return x, model.g_a(torch.stack([x, x.flip(-1), x.flip(-2)]).to(next(model.parameters()).device))
+
+
 def _padded_fronts_cases(lite):
     """(y_strings, z_strings, sizes, shifts, y_hat): a batch of three photos with one
     shift (the padded path), one photo with its own, and the checkerboard context."""
-    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
-    with torch.no_grad():
-        y = lite.g_a(torch.stack([x, x.flip(-1), x.flip(-2)]))
+    x, y = _three_latents(lite)
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y, scale_shift=0)
     yield lite, strings, zs, [(8, 12)] * 3, shifts, y_hat
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y[1:2])
     yield lite, strings, zs, [(8, 12)], shifts, y_hat
     board = codec.prepare_model(with_context(lite, "checkerboard"))
     with torch.no_grad():
-        y = board.g_a(x[None])
+        y = board.g_a(x[None].to(y.device))
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(board, y)
     yield board, strings, zs, [(8, 12)], shifts, y_hat
 
 
 def test_padded_fronts_encode_the_same_bytes(lite):
-    x = torch.from_numpy(data.astronaut()[:128, :192].copy()).permute(2, 0, 1).float().div(255)
-    with torch.no_grad():
-        y = lite.g_a(torch.stack([x, x.flip(-1), x.flip(-2)]))
+    _, y = _three_latents(lite)
     plain = entropy_coding.encode_latents(lite, y)
     for again in range(2):  # the second call reuses the first one's buffers
         padded = entropy_coding.encode_latents(lite, y[again:] if again else y, padded_fronts=True)
