@@ -87,7 +87,7 @@ def bench_config(
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
     latent_s, y_hat = timed(
-        lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], device, scale_shifts=shifts,
+        lambda: entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], device, scale_shifts=shifts,
                                               padded_fronts=cuda_graphs),
         device, repeat,
     )
@@ -116,7 +116,7 @@ def bench_config(
             lambda: entropy_coding.decode_latents_v1(model, o.y, o.z, latent), device, 1, warmup=0
         )
         row["serial_reference_decode_latents_s"], _ = timed(
-            lambda: entropy_coding.decode_latents_serial(model, c.y, c.z, latent, c.y_shift()), device, 1, warmup=0
+            lambda: entropy_coding.decode_latents_serial(model, c.y_streams(), c.z, latent, c.y_shift()), device, 1, warmup=0
         )
     return row
 

@@ -70,6 +70,12 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output file (default: INPUT with suffix .ainn)")
     c.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    c.add_argument(
+        "--streams", type=int, choices=range(0, 256), metavar="0..255",
+        help="rANS streams for y, dealt by latent row, so that a decoder (GPU or CPU) decodes a front's positions "
+        "in parallel; about 7.5 bytes each (default: the rows a front spans, ceil(width / 48), at most "
+        "ceil(height / 16); 0: one stream, format 3, the smallest file)",
+    )  # fmt: skip
     _refine_option(c)
     common(c)
 
@@ -249,7 +255,10 @@ def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object
     model = codec.prepare_model(model, device)
     start = time.perf_counter()
     steps = _progress("refine", "step") if args.refine else None
-    data, _ = codec.encode(img, model, args.quality, device, _progress("compress"), refine=args.refine, refine_progress=steps)
+    data, _ = codec.encode(
+        img, model, args.quality, device, _progress("compress"), refine=args.refine, refine_progress=steps,
+        streams=args.streams,
+    )
     seconds = time.perf_counter() - start
     _write_atomic(output, lambda f: f.write(data), args.force)
     return data, seconds, img
@@ -308,7 +317,8 @@ def cmd_info(args) -> None:
     print(f"model:    {h.config} quality {h.quality} {h.metric}, weights {h.weights_hash.hex()}")
     print(f"image:    {h.width}x{h.height} {h.mode}")
     extras = "".join(f", {n} {len(p)} B" for n, p in (("alpha", c.alpha), ("palette", c.palette)) if p is not None)
-    print(f"payloads: y {len(c.y)} B, z {len(c.z)} B{extras}")
+    streams = f" in {len(c.y_streams())} row streams" if h.version >= 4 else ""
+    print(f"payloads: y {len(c.y)} B{streams}, z {len(c.z)} B{extras}")
     print(f"bpp:      {8 * len(data) / (h.width * h.height):.4f}")
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import container, image_io
+from . import container, image_io, row_streams
 from .checkpoint import is_derived
 from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1, split_shift
 from .errors import FormatError, InputError, ModelMismatchError
@@ -142,14 +142,24 @@ def encode(
     version: int = container.VERSION,
     refine: int = 0,
     refine_progress: Callable | None = None,
+    streams: int | None = None,
 ) -> tuple[bytes, torch.Tensor]:
     """Compress; return the file's bytes and the quantized latent y_hat (for checks).
+
+    ``streams``: format 4's rANS streams for y (docs/format.md; None: as many as the
+    rows a wavefront spans, so that a decoder takes a front at once; 0: format 3's one).
 
     ``refine`` > 0 spends that many gradient steps on the latent for this image (see
     :mod:`ainn_fast.refinement`; the file is an ordinary one, kept only where it costs
     less than the unrefined file by the model's rate-distortion loss).
-    ``version=1`` writes the old float, raster-order format and ``version=2`` format 3
-    without its scale shift (only to measure against them)."""
+    ``version=1`` writes the old float, raster-order format, ``version=2`` format 3
+    without its scale shift and ``version=3`` format 3: one rANS stream for y (a few bytes
+    per row stream smaller than format 4, whose decoder takes a front's positions one at
+    a time)."""
+    if streams is not None and not 0 <= streams <= row_streams.MAX_STREAMS:
+        raise InputError(f"streams must be 0..{row_streams.MAX_STREAMS}, got {streams}")
+    if streams == 0 and version >= 4:
+        version = 3
     prepared = image_io.prepare(image)
     if model is None:
         model = _shared_default(quality or DEFAULT_QUALITY, DEFAULT_METRIC, DEFAULT_CONFIG, _device_key(device))
@@ -181,7 +191,8 @@ def encode(
             (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
         else:
             (y_string,), (z_string,), y_hat, (shift,) = encode_latents(
-                model, y, progress, None if version >= 3 else 0, padded_fronts=uses_front_graphs(model)
+                model, y, progress, None if version >= 3 else 0, padded_fronts=uses_front_graphs(model),
+                streams=streams if version >= 4 else 0,
             )
         base, deltas = split_shift(shift)
         header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, base)
@@ -248,11 +259,11 @@ def decode(data: bytes, model: AINN | None = None, device=None, progress: Callab
 
 
 def _decode_latents(model: AINN, files: list[container.Container], device, progress=None) -> list[torch.Tensor]:
-    """Format 2 and 3 latents of files of one model, by the context its header names."""
+    """Format 2 to 4 latents of files of one model, by the context its header names."""
     context = files[0].header.context
     if context != model.config.context:
         raise ModelMismatchError(f"file was coded with the {context} context; the model has the {model.config.context} one")
-    ys, zs, sizes = [c.y for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
+    ys, zs, sizes = [c.y_streams() for c in files], [c.z for c in files], [latent_size(c.header) for c in files]
     for c in files:
         if c.channel_shifts is not None and len(c.channel_shifts) != model.M:
             raise FormatError(f"file has scale shifts for {len(c.channel_shifts)} channels; the model has {model.M}")
@@ -268,14 +279,14 @@ def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
 
 
 def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> list[tuple]:
-    """Decode several format 2 or 3 files of one model together (one wavefront pass for all the
+    """Decode several format 2 to 4 files of one model together (one wavefront pass for all the
     latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
     parsed = [container.unpack(bytes(data)) for data in files]
     if not parsed:
         return []
     for c in parsed:
         if c.header.version < 2:
-            raise FormatError(f"batch decoding reads formats 2 and 3 only, got a version {c.header.version} file")
+            raise FormatError(f"batch decoding reads formats 2 to 4 only, got a version {c.header.version} file")
         if (c.header.config, c.header.quality, c.header.metric, c.header.weights_hash) != (
             parsed[0].header.config, parsed[0].header.quality, parsed[0].header.metric, parsed[0].header.weights_hash
         ):

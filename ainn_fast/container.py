@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"AINN"
-VERSION = 3  # 3: as 2, plus the image's scale shift (the encoder's choice of scale thresholds)
+VERSION = 4  # 4: as 3, with y dealt to several rANS streams by latent row (row_streams.py)
+# 3: as 2, plus the image's scale shift (the encoder's choice of scale thresholds);
 # 2: fixed-point entropy parameters, wavefront symbol order; 1: float parameters, raster
 # order (decodes on the device that made it)
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 MAX_SIDE = 65535
 HASH_BYTES = 16
 
@@ -27,8 +28,8 @@ MODE_CODES = {"L": 0, "RGB": 1, "RGBA": 2, "LA": 3, "P": 4, "1": 5}
 
 FLAG_ALPHA = 1
 FLAG_PALETTE = 2
-FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); versions 2 and 3
-FLAG_CHANNEL_SHIFTS = 8  # a payload of per-channel scale shifts follows z; version 3 only
+FLAG_CHECKERBOARD = 4  # y in checkerboard order (anchors, then the rest); versions 2 to 4
+FLAG_CHANNEL_SHIFTS = 8  # a payload of per-channel scale shifts follows z; versions 3 and 4
 _KNOWN_FLAGS = FLAG_ALPHA | FLAG_PALETTE | FLAG_CHECKERBOARD | FLAG_CHANNEL_SHIFTS
 MAX_CHANNEL_DELTA = 255
 CONTEXTS = ("serial", "checkerboard")
@@ -45,7 +46,7 @@ class Header:
     mode: str
     version: int = VERSION
     context: str = "serial"  # the entropy model's context, which fixes the order of y
-    scale_shift: int = 0  # version 3: shifts the scale thresholds (docs/format.md); else 0
+    scale_shift: int = 0  # versions 3 and 4: shifts the scale thresholds (docs/format.md); else 0
 
     def model_identity(self) -> str:
         return f"{self.config} q{self.quality} {self.metric}, weights {self.weights_hash.hex()}"
@@ -58,8 +59,16 @@ class Container:
     z: bytes
     alpha: bytes | None = None  # PNG of the alpha plane, stored losslessly
     palette: bytes | None = None  # RGB triplets of a palette image
-    channel_shifts: tuple[int, ...] | None = None  # version 3: per-channel deltas from the scale shift
+    channel_shifts: tuple[int, ...] | None = None  # versions 3, 4: per-channel deltas from the scale shift
     extra: dict = field(default_factory=dict)
+
+    def y_streams(self) -> list[bytes]:
+        """y's rANS streams: format 4's row streams, else the one stream."""
+        if self.header.version >= 4:
+            from . import row_streams  # container stays importable without compressai's coder
+
+            return row_streams.unpack(self.y)
+        return [self.y]
 
     def y_shift(self) -> int | tuple[int, ...]:
         """The scale shift that codes y: one for all channels, or one per channel."""

@@ -20,10 +20,8 @@ files (float parameters, raster order) still decode with :func:`decode_latents_v
 
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
@@ -33,6 +31,8 @@ from .container import delta_bits, pack_deltas
 from .errors import FormatError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
 from .front_steps import PaddedEncodeFronts, PaddedFronts
+from . import row_streams
+from .row_streams import guard
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
@@ -139,23 +139,6 @@ def _indexes(fp: FixedPointEntropy, scale: torch.Tensor, slices, shifts: Sequenc
     return torch.cat([fp.scale_index(scale[lo:hi], shifts[b]) for b, lo, hi in slices])
 
 
-def _decode_front(decoder: RansDecoder, index: torch.Tensor, tables: tuple[list, list, list]) -> list[int]:
-    """Decode the symbols of ``index`` (CPU) handing the coder only the CDF rows they use:
-    the bindings convert every row passed on every call, which would cost more than the
-    decoding itself (0.2 ms per call for the whole table)."""
-    used, inverse = torch.unique(index, return_inverse=True)
-    rows = used.tolist()
-    sub = tuple([table[r] for r in rows] for table in tables)
-    return decoder.decode_stream(inverse.flatten().tolist(), *sub)
-
-
-def _guard(payload: bytes, symbols: int) -> bytes:
-    """The payload followed by zeros: CompressAI's rANS decoder does not bounds-check its
-    input, so a forged payload could make it read past the end; each decoded symbol reads
-    at most 4 bytes outside of bypass codes, so this keeps such reads inside our buffer."""
-    return payload + bytes(4 * symbols + 64)
-
-
 def fronts(height: int, width: int) -> list[tuple[int, int]]:
     """Positions (i, j) in coding order: by front t = 3i + j, then by row i."""
     return sorted(((i, j) for i in range(height) for j in range(width)), key=lambda p: (3 * p[0] + p[1], p[0]))
@@ -197,6 +180,24 @@ class _Schedule:
             write = (b * padded[0] + i + PAD) * padded[1] + j + PAD
             window = fp.window_index(b, i, j, padded) if per_image[slices[0][0]][k][1] else None
             self.steps.append((window, at, write, b, i, j, slices))
+
+    def rows_in_order(self, image: int) -> torch.Tensor:
+        """The latent row i of each of an image's positions, in its coding order (CPU)."""
+        return torch.cat([i[lo:hi] for _, _, _, _, i, _, slices in self.steps for b, lo, hi in slices if b == image]).cpu()
+
+    def row_streams(self, counts: Sequence[int]) -> list[torch.Tensor]:
+        """For each step, the stream of each of its positions when image b's rows are dealt
+        to counts[b] streams (row i to stream i mod counts[b], numbered across the batch):
+        format 4's order (row_streams.py). Kept per ``counts``."""
+        cache = self.__dict__.setdefault("_row_streams", {})
+        key = tuple(counts)
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            k = torch.tensor(key, device=self.steps[0][4].device)
+            base = torch.cumsum(k, 0) - k
+            cache[key] = [base[b] + i % k[b] for _, _, _, b, i, _, _ in self.steps]
+        return cache[key]
 
     def allocate(self, fp: FixedPointEntropy, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Zero buffers for ``batch`` images: y_hat (B, h + 4, w + 4, M), the same as rows
@@ -260,7 +261,7 @@ def _z_symbols(model, z_strings: list[bytes], size: tuple[int, int]) -> torch.Te
 def _decode_z(model, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
     zh, zw = latent_size[0] // 4, latent_size[1] // 4
     try:
-        return _z_symbols(model, [_guard(z_string, model.N * zh * zw)], (zh, zw))
+        return _z_symbols(model, [guard(z_string, model.N * zh * zw)], (zh, zw))
     except Exception as e:  # the rANS bindings raise bare RuntimeErrors on garbage
         raise FormatError(f"hyperprior payload does not decode: {e}") from None
 
@@ -321,38 +322,52 @@ def rans_encode(model, q: torch.Tensor, index: torch.Tensor, tables: tuple[list,
 
 def encode_latents(
     model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None,
-    padded_fronts: bool = False,
+    padded_fronts: bool = False, streams: int | None = 0,
 ) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int | tuple[int, ...]]]:
     """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
-    scale_shifts): format 3, each image with the scale shift (one, or one per channel)
-    that makes its file smallest, or every image with ``scale_shift`` when given (0:
-    format 2). ``padded_fronts``: see :func:`quantize_latents`."""
+    scale_shifts): each image with the scale shift (one, or one per channel) that makes
+    its file smallest, or every image with ``scale_shift`` when given (0: format 2).
+    ``streams``: 0, one rANS stream per image (formats 2 and 3); K >= 1, format 4's y
+    payload of K row streams (row_streams.py); None, format 4 with the default K.
+    ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
     z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts)
     tables = _tables(model)
+    height, width = y.shape[-2:]
+    schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
+    count = streams if streams else row_streams.default_streams(height, width, model.config.context)
     y_strings, shifts = [], []
-    for q, scale in coded:
+    for b, (q, scale) in enumerate(coded):
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
-        y_strings.append(rans_encode(model, q, fp.scale_index(scale, shifts[-1]), tables))
+        index = fp.scale_index(scale, shifts[-1])
+        if streams == 0:
+            y_strings.append(rans_encode(model, q, index, tables))
+        else:
+            split = row_streams.encode(q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count, tables)
+            y_strings.append(row_streams.pack(split))
     return y_strings, z_strings, y_hat, shifts
 
 
 @torch.no_grad()
 def decode_latents(
     model,
-    y_strings: Sequence[bytes],
+    y_strings: Sequence[bytes | Sequence[bytes]],
     z_strings: Sequence[bytes],
     latent_sizes: Sequence[tuple[int, int]],
     device: torch.device | str | None = None,
     progress: Callable | None = None,
     scale_shifts: Sequence[int | tuple[int, ...]] | None = None,
     padded_fronts: bool = False,
+    native: bool | None = None,
 ) -> list[torch.Tensor]:
     """Invert :func:`encode_latents` for a batch of files, each of its own latent size and
     scale shift (format 2: 0): a list of y_hat (1, M, h, w), step by step of the coding
-    order (wavefronts, or the checkerboard's two passes). ``padded_fronts`` runs the
-    context steps at one padded shape, from CUDA graphs on a GPU (front_steps.py): the
-    same symbols, fewer launches."""
+    order (wavefronts, or the checkerboard's two passes). Each image's y is one stream
+    (bytes, formats 2 and 3) or its list of row streams (format 4,
+    :func:`row_streams.unpack`). ``padded_fronts`` runs the context steps at one padded
+    shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches.
+    ``native``: decode the rANS streams with the native kernel on the device (None: where
+    it is available) rather than CompressAI's decoder on the host; the same symbols."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
@@ -367,33 +382,37 @@ def decode_latents(
     else:
         y_pad, params = schedule.buffers(fp, params_list)
         y_flat = y_pad.view(-1, fp.M)
-    tables = _tables(model)
-    decoders = []
-    for y_string, (h, w) in zip(y_strings, sizes):
-        decoders.append(RansDecoder())
-        decoders[-1].set_stream(_guard(y_string, model.M * h * w))
+    per_image = [[y] if isinstance(y, (bytes, bytearray)) else list(y) for y in y_strings]
+    streams, symbols = [], []
+    for b, image_streams in enumerate(per_image):
+        streams += image_streams
+        rows = torch.bincount(schedule.rows_in_order(b) % len(image_streams), minlength=len(image_streams))
+        symbols += (rows * model.M).tolist()
+    decoders = row_streams.open_decoders(model, streams, symbols, fp.device, _tables(model), native)
+    stream_of = schedule.row_streams([len(s) for s in per_image])
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:
-            index = fixed.parameters(k, len(at)).cpu()
+            index = fixed.parameters(k, len(at))
         else:
             scale, mean = fp.position_params(y_flat, params, window, at)
-            index = _indexes(fp, scale, slices, shifts).cpu()
-        q = [_decode_front(decoders[b], index[lo:hi], tables) for b, lo, hi in slices]
-        q = np.fromiter(itertools.chain.from_iterable(q), dtype=np.float64, count=index.numel())
-        q = torch.from_numpy(q).view(index.shape)
+            index = _indexes(fp, scale, slices, shifts)
+        q = decoders.decode(index, stream_of[k], fp.dtype)
         if fixed is not None and window is not None:
             fixed.write_symbols(q)
         else:
-            y_flat[write] = (q.to(fp.device, fp.dtype) * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
+            y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, sizes)
 
 
 @torch.no_grad()
 def decode_latents_serial(
-    model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int], scale_shift: int | tuple[int, ...] = 0
+    model, y_string: bytes | Sequence[bytes], z_string: bytes, latent_size: tuple[int, int],
+    scale_shift: int | tuple[int, ...] = 0,
 ) -> torch.Tensor:
-    """The reference decoder of formats 2 and 3: one position at a time in coding order,
-    int64 arithmetic on the CPU (CompressAI's loop structure). Slow; for tests and benchmarks."""
+    """The reference decoder of formats 2 to 4: one position at a time in coding order,
+    int64 arithmetic and CompressAI's decoder on the CPU (CompressAI's loop structure);
+    position (i, j) reads stream i mod K of format 4's K row streams. Slow; for tests and
+    benchmarks."""
     if model.config.context != "serial":
         raise ValueError("the serial reference decoder is for the serial context")
     fp = FixedPointEntropy(model, "cpu", torch.int64)
@@ -402,14 +421,18 @@ def decode_latents_serial(
     params = fp.hyper_params(_decode_z(model, z_string, latent_size).cpu().to(torch.int64)).view(-1, 2 * fp.M)
     y_pad = torch.zeros(1, *padded, fp.M, dtype=torch.int64)
     tables = _tables(model)
-    decoder = RansDecoder()
-    decoder.set_stream(_guard(y_string, model.M * height * width))
+    streams = [y_string] if isinstance(y_string, (bytes, bytearray)) else list(y_string)
+    decoders = []
+    for stream in streams:
+        decoders.append(RansDecoder())
+        decoders[-1].set_stream(guard(stream, model.M * height * width))
     zero = torch.zeros(1, dtype=torch.int64)
     for i, j in fronts(height, width):
         at_i, at_j = torch.tensor([i]), torch.tensor([j])
         window = fp.window_index(zero, at_i, at_j, padded)
         scale, mean = fp.position_params(y_pad.view(-1, fp.M), params, window, at_i * width + at_j)
-        q = torch.tensor(decoder.decode_stream(fp.scale_index(scale, scale_shift)[0].tolist(), *tables), dtype=torch.int64)
+        index = fp.scale_index(scale, scale_shift)[0].tolist()
+        q = torch.tensor(decoders[i % len(streams)].decode_stream(index, *tables), dtype=torch.int64)
         y_pad[0, i + PAD, j + PAD] = (q * UNIT + mean[0]).clamp(-ACT_MAX, ACT_MAX)
     return _latent(y_pad, [latent_size])[0]
 
@@ -462,7 +485,7 @@ def decode_latents_v1(model, y_string: bytes, z_string: bytes, latent_size: tupl
     device = next(model.parameters()).device
     try:
         z_hat = model.entropy_bottleneck.decompress(
-            [_guard(z_string, model.N * (height // 4) * (width // 4))], (height // 4, width // 4)
+            [guard(z_string, model.N * (height // 4) * (width // 4))], (height // 4, width // 4)
         )
     except Exception as e:  # the rANS bindings raise bare RuntimeErrors on garbage
         raise FormatError(f"hyperprior payload does not decode: {e}") from None
@@ -471,7 +494,7 @@ def decode_latents_v1(model, y_string: bytes, z_string: bytes, latent_size: tupl
     weight, gc = _masked_weight(model), model.gaussian_conditional
     tables = _tables(model)
     decoder = RansDecoder()
-    decoder.set_stream(_guard(y_string, model.M * height * width))
+    decoder.set_stream(guard(y_string, model.M * height * width))
     for h in range(height):
         for w in range(width):
             scales, means = _position_params_v1(model, y_pad, params, weight, h, w)

@@ -61,8 +61,8 @@ def test_decode_latents(benchmark, lite, size, decoder):
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
     fn = {
-        "wavefront": lambda: entropy_coding.decode_latents(lite, [c.y], [c.z], [latent], DEVICE, scale_shifts=shifts),
-        "serial_reference": lambda: entropy_coding.decode_latents_serial(lite, c.y, c.z, latent, c.y_shift()),
+        "wavefront": lambda: entropy_coding.decode_latents(lite, [c.y_streams()], [c.z], [latent], DEVICE, scale_shifts=shifts),
+        "serial_reference": lambda: entropy_coding.decode_latents_serial(lite, c.y_streams(), c.z, latent, c.y_shift()),
         "serial_v1": lambda: entropy_coding.decode_latents_v1(lite, c.y, c.z, latent),
     }[decoder]
     _run(benchmark, fn, rounds=5 if decoder == "wavefront" else 1)
@@ -88,7 +88,7 @@ def test_synthesis(benchmark, variant):
     image = bench.photo(768, 512)
     c = container.unpack(codec.compress(image, model, device=DEVICE))
     (y_hat,) = entropy_coding.decode_latents(
-        model, [c.y], [c.z], [codec.latent_size(c.header)], DEVICE, scale_shifts=[c.y_shift()]
+        model, [c.y_streams()], [c.z], [codec.latent_size(c.header)], DEVICE, scale_shifts=[c.y_shift()]
     )
     if SYNTHESIS[variant] is not None:
         prepare_for_decoding(model, **SYNTHESIS[variant])

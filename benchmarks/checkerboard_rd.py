@@ -135,7 +135,7 @@ def evaluate(model, folder: Path, time_decode: bool = True) -> dict:
         c = container.unpack(codec.compress(photo, model))
         latent = codec.latent_size(c.header)
         shifts = [c.y_shift()]
-        decode = lambda: entropy_coding.decode_latents(model, [c.y], [c.z], [latent], scale_shifts=shifts)  # noqa: E731
+        decode = lambda: entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], scale_shifts=shifts)  # noqa: E731
         result["decode_latents_768x512_s"] = bench.timed(decode, torch.device("cpu"), 5)[0]
     return result
 

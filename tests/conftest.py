@@ -126,3 +126,22 @@ def exact_cuda():
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = old
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The CUDA kernels of csrc/ops/cuda built for the host (tests/cuda_emulation.cpp, see
+    tests/test_cuda_emulation.py): torch.ops.ainn_fast_cuda_emulation."""
+    import shutil
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import load
+
+    if not shutil.which("c++"):
+        pytest.skip("no C++ compiler to build the emulation")
+    root = Path(__file__).resolve().parents[1]
+    load(name="ainn_fast_cuda_emulation", sources=[str(root / "tests" / "cuda_emulation.cpp")],
+         extra_include_paths=[str(root / "csrc")], extra_cflags=["-O2"], is_python_module=False, verbose=False)
+    lib = torch.ops.ainn_fast_cuda_emulation
+    lib.set_multiprocessors(2)
+    return lib

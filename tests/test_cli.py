@@ -35,7 +35,8 @@ def test_compress_info_decompress(capsys, tmp_path, photo_png, tiny_checkpoint):
     rc, out, err = run(capsys, "info", ainn)
     assert rc == 0
     assert "tiny quality 3 mse" in out and "90x70 RGB" in out
-    assert "version 3 (fixed-point parameters, serial context, scale shift " in out
+    assert "version 4 (fixed-point parameters, serial context, scale shift " in out
+    assert "in 3 row streams" in out  # latents 8 x 8: a front spans ceil(8 / 3) rows
     bpp = float(out.split("bpp:")[1].split()[0])
     assert bpp == pytest.approx(8 * size / (90 * 70), abs=1e-4)
     png = tmp_path / "d.png"
@@ -43,6 +44,10 @@ def test_compress_info_decompress(capsys, tmp_path, photo_png, tiny_checkpoint):
     assert rc == 0, err
     with Image.open(png) as img:
         assert img.size == (90, 70) and img.mode == "RGB"
+    one = tmp_path / "one.ainn"  # one stream: format 3, smaller by two streams' framing
+    rc, out, err = run(capsys, "compress", photo_png, "-o", one, "--checkpoint", tiny_checkpoint, "--streams", "0")
+    assert rc == 0, err
+    assert container.unpack(one.read_bytes()).header.version == 3 and one.stat().st_size < size
 
 
 def test_compress_with_refinement_writes_a_file_any_decoder_reads(capsys, tmp_path, photo_png):

@@ -170,7 +170,7 @@ def test_channel_shift_payload_round_trips_and_rejects_damage(sample, sample_v2)
 
 
 def test_version_and_checkerboard_flag(sample, sample_v2):
-    for blob, version in ((sample, 3), (sample_v2, 2)):
+    for blob, version in ((sample, container.VERSION), (sample_v2, 2)):
         body = bytearray(blob[:-4])
         body[5] |= container.FLAG_CHECKERBOARD
         c = container.unpack(_with_crc(bytes(body)))

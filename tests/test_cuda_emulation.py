@@ -26,15 +26,11 @@ speed; those need the GPU host.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 
 from ainn_fast import ops
 
-ROOT = Path(__file__).resolve().parents[1]
 REF = {op.name: op.impls["reference"] for op in ops.ALL_OPS}
 TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-6),
@@ -47,18 +43,6 @@ DTYPE_IDS = ["fp32", "fp64", "fp16", "bf16"]
 # Odd sizes, batch > 1, and one (24,576 elements) beyond a grid stride of 64 x 256 threads.
 SHAPES = {"small_odd": (2, 3, 6, 10), "odd": (3, 5, 14, 18), "strided": (1, 8, 48, 64)}
 
-
-@pytest.fixture(scope="module")
-def emu():
-    if not shutil.which("c++"):
-        pytest.skip("no C++ compiler to build the emulation")
-    from torch.utils.cpp_extension import load
-
-    load(name="ainn_fast_cuda_emulation", sources=[str(ROOT / "tests" / "cuda_emulation.cpp")],
-         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O2"], is_python_module=False, verbose=False)
-    lib = torch.ops.ainn_fast_cuda_emulation
-    lib.set_multiprocessors(2)
-    return lib
 
 
 def _reference(name, args, dtype):

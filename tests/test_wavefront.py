@@ -125,9 +125,9 @@ def test_scale_index_equals_compressai_build_indexes(lite):
 def test_wavefront_decode_equals_serial_reference(lite, name, size):
     blob, y_enc = codec.encode(photo(name, size), lite)
     c = container.unpack(blob)
-    assert c.header.version == 3
+    assert c.header.version == 4
     latent = codec.latent_size(c.header)
-    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, latent, c.y_shift())
+    serial = entropy_coding.decode_latents_serial(lite, c.y_streams(), c.z, latent, c.y_shift())
     image, y_wave = codec.decode(blob, lite)
     assert torch.equal(serial, y_wave) and torch.equal(y_wave, y_enc)
     assert y_wave.abs().sum() > 0  # a real latent, not an all-zero one
@@ -339,7 +339,7 @@ def test_per_channel_file_decodes_like_the_serial_reference_alone_and_in_a_batch
     blob, y_enc = codec.encode(rocket, lite)
     c = container.unpack(blob)
     assert c.channel_shifts is not None and any(c.channel_shifts)  # this photo takes per-channel shifts
-    serial = entropy_coding.decode_latents_serial(lite, c.y, c.z, codec.latent_size(c.header), c.y_shift())
+    serial = entropy_coding.decode_latents_serial(lite, c.y_streams(), c.z, codec.latent_size(c.header), c.y_shift())
     others = [codec.compress(photo("astronaut", (64, 128)), lite), codec.compress(photo("coffee", (96, 64)), lite)]
     batched = codec.decode_batch([others[0], blob, others[1]], lite)
     alone = codec.decode(blob, lite)

@@ -37,6 +37,14 @@ TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
   m.def(
       "native_frequency_blend_backward(Tensor grad, Tensor logits, Tensor low, Tensor high)"
       " -> (Tensor, Tensor, Tensor)");
+  // The entropy decoder's step (not a model op): decode, for every rANS stream s of
+  // `state` (streams, 3: x, next word, end word of `words`), the rows r with
+  // row_stream[r] == s in order, each of index.size(1) symbols coded with CDF rows
+  // index[r]; returns the symbols (rows, channels) in `dtype`, zero in rows of no stream,
+  // and advances `state`. Bit-exact with CompressAI's RansDecoder (ops/rans_decode.h).
+  m.def(
+      "native_rans_decode(Tensor(a!) state, Tensor words, Tensor row_stream, Tensor index, Tensor cdf,"
+      " Tensor cdf_length, Tensor offset, ScalarType dtype) -> Tensor");
 }
 
 // `import ainn_fast._C` (setup.py build) needs a module init; the JIT build loads the same

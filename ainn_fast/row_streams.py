@@ -1,0 +1,217 @@
+"""The y payload of format 4: several rANS streams, so that a front's symbols decode in parallel.
+
+One rANS stream is a chain: each symbol's decoding needs the state the previous symbol
+left, so a decoder holding one stream decodes a wavefront's positions one after another,
+on the host. Format 4 (docs/format.md) deals the latent rows to K streams, row i to
+stream i mod K, each stream holding its rows' positions in coding order. With K at least
+the number of rows a front spans (ceil(w / 3) for the 5x5 context's fronts t = 3i + j),
+every stream holds at most one position of a front, so all positions of a front decode
+at once, one thread per stream, on the CPU or on the GPU (``native_rans_decode``).
+
+Streams are written by CompressAI's encoder and read either by CompressAI's decoder (the
+reference, and the path when the native extension is missing) or by the native kernel
+(csrc/ops/rans_decode.h), which must give the same symbols (tests/test_row_streams.py).
+K = 1 is format 3's single stream.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+
+from .errors import FormatError
+
+MAX_STREAMS = 255
+MIN_STREAM_BYTES = 8  # the coder's flush: the final 64-bit state
+# A stream without symbols: the coder's initial state 2^31, flushed as two words. Written
+# here because CompressAI's encoder flushes past its buffer when given no symbols.
+EMPTY_STREAM = (2**31).to_bytes(8, "little")
+
+
+def default_streams(height: int, width: int, context: str = "serial") -> int:
+    """The encoder's default K for a latent of ``height`` x ``width``: the most rows one
+    step of the coding order spans (a front of the serial context spans ceil(w / 3) rows,
+    a checkerboard pass all of them, for which the same count keeps the rate cost alike),
+    at most the rows there are."""
+    return max(1, min(height, math.ceil(width / 3), MAX_STREAMS))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def pack(streams: Sequence[bytes]) -> bytes:
+    """The payload: K (one byte), the word counts minus two of streams 0..K-2 (LEB128),
+    then the streams; the last one's length is what remains."""
+    if not 1 <= len(streams) <= MAX_STREAMS:
+        raise ValueError(f"{len(streams)} streams; a file holds 1..{MAX_STREAMS}")
+    for s in streams:
+        if len(s) % 4 or len(s) < MIN_STREAM_BYTES:
+            raise ValueError(f"a rANS stream of {len(s)} bytes is not whole 32-bit words of at least 2")
+    head = bytes([len(streams)]) + b"".join(_varint(len(s) // 4 - 2) for s in streams[:-1])
+    return head + b"".join(streams)
+
+
+def unpack(payload: bytes) -> list[bytes]:
+    """Invert :func:`pack`, validating every length against the payload's size."""
+    if not payload or not 1 <= payload[0] <= MAX_STREAMS:
+        raise FormatError("y payload has no valid stream count")
+    count, pos, lengths = payload[0], 1, []
+    for _ in range(count - 1):
+        value, shift = 0, 0
+        while True:
+            if pos >= len(payload) or shift > 28:
+                raise FormatError("y payload's stream lengths are malformed")
+            byte = payload[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        lengths.append(4 * (value + 2))
+    last = len(payload) - pos - sum(lengths)
+    if last < MIN_STREAM_BYTES or last % 4:
+        raise FormatError(f"y payload's stream lengths disagree with its size ({len(payload)} bytes)")
+    lengths.append(last)
+    streams = []
+    for n in lengths:
+        streams.append(payload[pos : pos + n])
+        pos += n
+    return streams
+
+
+def split_by_stream(rows: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Positions (indexes into the coding order) of each stream, in order, given the
+    latent row of every position in coding order."""
+    owner = rows % count
+    return [torch.nonzero(owner == s).flatten() for s in range(count)]
+
+
+def encode(q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int, tables: tuple[list, list, list]) -> list[bytes]:
+    """K streams of symbols ``q`` with table rows ``index`` (both (positions, M), in coding
+    order), position p going to stream rows[p] mod K."""
+    q, index = q.to("cpu", torch.int64), index.to("cpu", torch.int64)
+    out = []
+    for positions in split_by_stream(rows.cpu(), count):
+        if not len(positions):
+            out.append(EMPTY_STREAM)
+            continue
+        # Only the CDF rows used cross into the coder (its bindings convert every row passed).
+        used, inverse = np.unique(index[positions].numpy(), return_inverse=True)
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(
+            q[positions].flatten().tolist(), inverse.ravel().tolist(), *([t[r] for r in used.tolist()] for t in tables)
+        )
+        out.append(encoder.flush())
+    return out
+
+
+def guard(payload: bytes, symbols: int) -> bytes:
+    """The payload followed by zeros: CompressAI's rANS decoder does not bounds-check its
+    input, so a forged payload could make it read past the end; each decoded symbol reads
+    at most 4 bytes outside of bypass codes, so this keeps such reads inside our buffer."""
+    return payload + bytes(4 * symbols + 64)
+
+
+def decode_front(decoder: RansDecoder, index: np.ndarray, tables: tuple[list, list, list]) -> list[int]:
+    """Decode the symbols of ``index`` handing CompressAI's coder only the CDF rows they
+    use: the bindings convert every row passed on every call, which would cost more than
+    the decoding itself (0.4 ms per call for the lite model's whole table)."""
+    used, inverse = np.unique(index, return_inverse=True)
+    sub = tuple([table[r] for r in used.tolist()] for table in tables)
+    return decoder.decode_stream(inverse.ravel().tolist(), *sub)
+
+
+class CompressAIDecoders:
+    """The reference: one CompressAI ``RansDecoder`` per stream, rows decoded on the host
+    (the tables cross from Python on every call, 0.4 ms for the lite model: slow with
+    many streams, used when the native extension is missing)."""
+
+    def __init__(self, streams: Sequence[bytes], symbols: Sequence[int], tables: tuple[list, list, list]) -> None:
+        self.tables = tables
+        self.decoders = []
+        for s, n in zip(streams, symbols):
+            self.decoders.append(RansDecoder())
+            self.decoders[-1].set_stream(guard(s, n))
+
+    def decode(self, index: torch.Tensor, row_stream: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Symbols (rows, M) of the rows of a step (``row_stream``: each row's stream, -1
+        for none) from their table rows ``index`` (rows, M), on ``index``'s device."""
+        ids = row_stream.cpu().numpy()
+        flat = index.cpu().numpy()
+        out = np.zeros(flat.shape, dtype=np.float64)
+        for s in np.unique(ids[ids >= 0]).tolist():
+            rows = np.flatnonzero(ids == s)
+            symbols = decode_front(self.decoders[s], flat[rows], self.tables)
+            out[rows] = np.asarray(symbols, dtype=np.float64).reshape(len(rows), -1)
+        return torch.from_numpy(out).to(index.device, dtype)
+
+
+class NativeDecoders:
+    """The same streams decoded by ``torch.ops.ainn_fast.native_rans_decode`` on the
+    tensors' device: words and states stay there, so a GPU decoder never waits for the host."""
+
+    def __init__(self, streams: Sequence[bytes], tables: "DeviceTables") -> None:
+        self.tables = tables
+        device = tables.cdf.device
+        words = np.frombuffer(b"".join(streams), dtype="<u4").astype(np.uint32).view(np.int32)
+        starts = np.cumsum([0] + [len(s) // 4 for s in streams])
+        first = words.view(np.uint32).astype(np.uint64)
+        x = first[starts[:-1]] | (first[starts[:-1] + 1] << np.uint64(32))
+        state = np.stack([x.view(np.int64), starts[:-1] + 2, starts[1:]], axis=1).astype(np.int64)
+        self.words = torch.from_numpy(words.copy()).to(device)
+        self.state = torch.from_numpy(state).to(device)
+
+    def decode(self, index: torch.Tensor, row_stream: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        t = self.tables
+        out_dtype = torch.int64 if dtype == torch.int64 else torch.float64
+        q = torch.ops.ainn_fast.native_rans_decode(
+            self.state, self.words, row_stream, index.contiguous(), t.cdf, t.cdf_length, t.offset, out_dtype
+        )
+        return q if q.dtype == dtype else q.to(dtype)
+
+
+class DeviceTables:
+    """A model's CDF tables as tensors on one device, for :class:`NativeDecoders`."""
+
+    def __init__(self, model, device: torch.device) -> None:
+        gc = model.gaussian_conditional
+        self.cdf = gc.quantized_cdf.to(device, torch.int32).contiguous()
+        self.cdf_length = gc.cdf_length.to(device, torch.int32).contiguous()
+        self.offset = gc.offset.to(device, torch.int32).contiguous()
+
+
+def native_available(device: torch.device) -> bool:
+    """Whether ``native_rans_decode`` runs on ``device`` (the extension loads, with CUDA
+    kernels for a GPU)."""
+    from . import native
+
+    return native.probe(device.type) is None and hasattr(torch.ops.ainn_fast, "native_rans_decode")
+
+
+def open_decoders(
+    model, streams: Sequence[bytes], symbols: Sequence[int], device: torch.device, tables: tuple[list, list, list],
+    native: bool | None = None,
+):
+    """Decoders of ``streams`` (all images' streams, numbered in order; ``symbols``: how
+    many each holds): the native kernel on ``device`` where it is available
+    (``native=None``), else CompressAI's."""
+    if native is None:
+        native = native_available(device)
+    if native:
+        cache = model.__dict__.setdefault("_ainn_device_tables", {})
+        key = (getattr(model, "_ainn_hash", None), str(device))
+        if key not in cache or key[0] is None:
+            cache.clear()
+            cache[key] = DeviceTables(model, device)
+        return NativeDecoders(streams, cache[key])
+    return CompressAIDecoders(streams, symbols, tables)

@@ -1,0 +1,49 @@
+// CPU kernel of the rANS decoding step (ops/rans_decode.h): the streams of a wavefront
+// step decode in parallel, each its own rows in order.
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "ops/rans_check.h"
+#include "ops/rans_decode.h"
+
+namespace ainn_fast {
+namespace cpu {
+namespace {
+
+at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
+                       const at::Tensor& index, const at::Tensor& cdf, const at::Tensor& cdf_length,
+                       const at::Tensor& offset, at::ScalarType dtype) {
+  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, at::kCPU);
+  const auto rows = index.size(0), channels = index.size(1);
+  at::Tensor out = at::zeros({rows, channels}, index.options().dtype(dtype));
+  auto* st = reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>());
+  const auto* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
+  const auto* rs = row_stream.const_data_ptr<int64_t>();
+  const auto* idx = index.const_data_ptr<int64_t>();
+  const auto* c = cdf.const_data_ptr<int32_t>();
+  const auto* len = cdf_length.const_data_ptr<int32_t>();
+  const auto* off = offset.const_data_ptr<int32_t>();
+  const int64_t stride = cdf.size(1), tables = cdf.size(0);
+  AT_DISPATCH_SWITCH(dtype, "native_rans_decode",
+      AT_DISPATCH_CASE(at::kDouble, [&] {
+        auto* o = out.data_ptr<double>();
+        at::parallel_for(0, state.size(0), 4, [&](int64_t begin, int64_t end) {
+          for (int64_t s = begin; s < end; ++s) rans::decode_rows(st[s], w, s, rs, rows, idx, channels, c, stride, len, off, tables, o);
+        });
+      })
+      AT_DISPATCH_CASE(at::kLong, [&] {
+        auto* o = out.data_ptr<int64_t>();
+        at::parallel_for(0, state.size(0), 4, [&](int64_t begin, int64_t end) {
+          for (int64_t s = begin; s < end; ++s) rans::decode_rows(st[s], w, s, rs, rows, idx, channels, c, stride, len, off, tables, o);
+        });
+      }));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ainn_fast, CPU, m) { m.impl("native_rans_decode", &rans_decode); }
+
+}  // namespace cpu
+}  // namespace ainn_fast

@@ -1,0 +1,69 @@
+// CUDA kernel of the rANS decoding step (ops/rans_decode.h): one thread per stream, each
+// decoding its rows of the step in order. A wavefront step has at most one position per
+// stream when the file has enough streams (docs/format.md, version 4), so the step costs
+// one position's symbols, and with no host round trip the steps can be queued (or
+// captured in a CUDA graph) back to back.
+
+#include <torch/library.h>
+
+#include <type_traits>
+
+#include "cuda_utils.cuh"
+#include "ops/rans_check.h"
+#include "ops/rans_decode.h"
+
+namespace ainn_fast {
+namespace cuda {
+namespace {
+
+constexpr int kStreamThreads = 64;
+
+template <typename Out>
+__global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
+                                   const int64_t* row_stream, int64_t rows, const int64_t* index, int64_t channels,
+                                   const int32_t* cdf, int64_t stride, const int32_t* cdf_length,
+                                   const int32_t* offset, int64_t tables, Out* out) {
+  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (s >= streams) return;
+  rans::Stream local = state[s];
+  rans::decode_rows(local, words, s, row_stream, rows, index, channels, cdf, stride, cdf_length, offset, tables, out);
+  state[s] = local;
+}
+
+at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
+                       const at::Tensor& index, const at::Tensor& cdf, const at::Tensor& cdf_length,
+                       const at::Tensor& offset, at::ScalarType dtype) {
+#ifndef AINN_CUDA_EMULATION
+  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, at::kCUDA);
+#else
+  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, at::kCPU);
+#endif
+  DeviceGuard guard(state.device());
+  const int64_t rows = index.size(0), channels = index.size(1), streams = state.size(0);
+  at::Tensor out = at::zeros({rows, channels}, index.options().dtype(dtype));
+  if (streams == 0 || rows == 0) return out;
+  auto* st = reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>());
+  const auto* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
+  const unsigned int blocks = static_cast<unsigned int>((streams + kStreamThreads - 1) / kStreamThreads);
+  auto run = [&](auto* o) {
+    launch(rans_decode_kernel<std::remove_pointer_t<decltype(o)>>, blocks, kStreamThreads, st, streams, w,
+           row_stream.const_data_ptr<int64_t>(), rows, index.const_data_ptr<int64_t>(), channels,
+           cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
+           offset.const_data_ptr<int32_t>(), cdf.size(0), o);
+  };
+  if (dtype == at::kDouble) {
+    run(out.data_ptr<double>());
+  } else {
+    run(out.data_ptr<int64_t>());
+  }
+  return out;
+}
+
+}  // namespace
+
+#ifndef AINN_CUDA_EMULATION
+TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) { m.impl("native_rans_decode", &rans_decode); }
+#endif
+
+}  // namespace cuda
+}  // namespace ainn_fast

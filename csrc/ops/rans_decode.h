@@ -1,0 +1,103 @@
+// The decoding step of CompressAI's rANS coder (ryg_rans' 64-bit variant with 32-bit
+// words, 16-bit probabilities, CompressAI's 4-bit bypass code for symbols outside a CDF
+// row), as one inline function shared by the CPU kernel and the CUDA kernel, so that the
+// CPU tests (and the emulated CUDA launch) check the exact code the GPU runs.
+//
+// Why by hand: CompressAI only decodes on the host, one stream per call, and converts
+// its CDF tables from Python lists on every call (0.4 ms for the lite model). Decoding
+// on the device lets a GPU decoder run the wavefronts without a round trip to the host
+// per front; the encoder stays CompressAI's, so any divergence is a decode error that
+// the tests against CompressAI's own decoder catch.
+//
+// Damaged input cannot make it read or write out of bounds: words past a stream's end
+// read as zero, table rows are clamped, the CDF search stays inside the row, and the
+// bypass code reads at most 8 nibbles of value. (Files carry a CRC-32 besides.)
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define AINN_HD __host__ __device__ __forceinline__
+#else
+#define AINN_HD inline
+#endif
+
+namespace ainn_fast {
+namespace rans {
+
+constexpr int kPrecision = 16;                    // probabilities are cdf / 2^16
+constexpr uint64_t kLow = uint64_t(1) << 31;      // the state stays in [2^31, 2^63)
+constexpr int kBypassBits = 4;                    // bypass values travel in nibbles
+constexpr uint32_t kBypassMax = (1u << kBypassBits) - 1;
+constexpr int kMaxNibbles = 8;                    // 32 bits of bypass value at most
+
+// One stream's decoder state: x and the next word, in [pos, end) of the word array.
+struct Stream {
+  uint64_t x;
+  int64_t pos;
+  int64_t end;
+};
+
+AINN_HD uint32_t next_word(Stream& s, const uint32_t* words) { return s.pos < s.end ? words[s.pos++] : 0u; }
+
+AINN_HD uint32_t get_bits(Stream& s, const uint32_t* words, int n) {
+  const uint32_t value = static_cast<uint32_t>(s.x & ((uint64_t(1) << n) - 1));
+  s.x >>= n;
+  if (s.x < kLow) s.x = (s.x << 32) | next_word(s, words);
+  return value;
+}
+
+// One symbol coded with CDF row `cdf` (length entries: cdf[0] = 0, ..., cdf[length - 1] =
+// 2^16, strictly increasing) and the row's offset; the row's last symbol (length - 2)
+// flags a bypass-coded value.
+AINN_HD int32_t decode_symbol(Stream& s, const uint32_t* words, const int32_t* cdf, int32_t length, int32_t offset) {
+  const uint32_t mask = (1u << kPrecision) - 1;
+  const uint32_t cum = static_cast<uint32_t>(s.x & mask);
+  // The last k with cdf[k] <= cum (cdf[0] = 0 <= cum < 2^16 = cdf[length - 1]).
+  int32_t lo = 0, hi = length - 1;
+  while (hi - lo > 1) {
+    const int32_t mid = (lo + hi) >> 1;
+    if (static_cast<uint32_t>(cdf[mid]) <= cum) lo = mid; else hi = mid;
+  }
+  const uint32_t start = static_cast<uint32_t>(cdf[lo]);
+  const uint32_t freq = static_cast<uint32_t>(cdf[lo + 1]) - start;
+  s.x = freq * (s.x >> kPrecision) + cum - start;
+  if (s.x < kLow) s.x = (s.x << 32) | next_word(s, words);
+  const int32_t max_value = length - 2;
+  if (lo != max_value) return lo + offset;
+  // Bypass: the count of nibbles (in runs of 15), then the nibbles, least significant first.
+  uint32_t nibble = get_bits(s, words, kBypassBits);
+  uint32_t count = nibble;
+  while (nibble == kBypassMax) {
+    nibble = get_bits(s, words, kBypassBits);
+    count += nibble;
+  }
+  uint32_t raw = 0;
+  for (uint32_t j = 0; j < count; ++j) {
+    nibble = get_bits(s, words, kBypassBits);
+    if (j < kMaxNibbles) raw |= nibble << (j * kBypassBits);
+  }
+  const int32_t half = static_cast<int32_t>(raw >> 1);
+  return ((raw & 1u) ? -half - 1 : half + max_value) + offset;
+}
+
+// Decode the symbols of rows [0, rows) that belong to `stream`, in row order: row r holds
+// `channels` symbols, coded with table rows index[r * channels + c]. Other rows are left.
+template <typename Out>
+AINN_HD void decode_rows(Stream& s, const uint32_t* words, int64_t stream, const int64_t* row_stream, int64_t rows,
+                         const int64_t* index, int64_t channels, const int32_t* cdf, int64_t cdf_stride,
+                         const int32_t* cdf_length, const int32_t* offset, int64_t tables, Out* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (row_stream[r] != stream) continue;
+    for (int64_t c = 0; c < channels; ++c) {
+      int64_t t = index[r * channels + c];
+      t = t < 0 ? 0 : (t >= tables ? tables - 1 : t);
+      int32_t length = cdf_length[t];
+      length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
+      out[r * channels + c] = static_cast<Out>(decode_symbol(s, words, cdf + t * cdf_stride, length, offset[t]));
+    }
+  }
+}
+
+}  // namespace rans
+}  // namespace ainn_fast
