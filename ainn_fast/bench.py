@@ -4,7 +4,8 @@ the same run on the same machine (ratios are only meaningful that way).
 Rows per configuration: end-to-end encode (image -> file bytes) and decode (file bytes ->
 image), the decode's two parts (wavefront latent decode, synthesis), and the serial loops
 it replaces: format 1's float raster loop (CompressAI's structure, our trimmed tables) and
-the int64 serial reference of formats 2 and 3. CompressAI's own mbt2018 (N = M = 192, the same
+the int64 serial reference of formats 2 to 4; and the same latents with CompressAI's
+decoder on the host instead of the native one on the device. CompressAI's own mbt2018 (N = M = 192, the same
 joint hyperprior + 5x5 context model, untrained weights: timing only) is measured on the
 same image as the outside baseline.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import codec, container, entropy_coding, zoo
+from . import codec, container, entropy_coding, row_streams, zoo
 from .checkpoint import with_context
 from .inference import prepare_for_decoding, uses_front_graphs
 from .models import STRIDE
@@ -91,6 +92,13 @@ def bench_config(
                                               padded_fronts=cuda_graphs),
         device, repeat,
     )
+    host = {}
+    if row_streams.native_available(device):  # the same streams through CompressAI's host decoder
+        host["decode_latents_host_rans_s"], _ = timed(
+            lambda: entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], device, scale_shifts=shifts,
+                                                  padded_fronts=cuda_graphs, native=False),
+            device, repeat,
+        )
     with torch.no_grad():
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
     row = {
@@ -101,11 +109,14 @@ def bench_config(
         "parameters": sum(p.numel() for p in model.parameters()),
         "bytes": len(data),
         "format": c.header.version,
+        "y_streams": len(c.y_streams()),
+        "one_stream_bytes": len(codec.encode(image, model, device=device, streams=0)[0]),
         "bpp": 8 * len(data) / (w * h),
         "encode_s": encode_s,
         "decode_s": decode_s,
         "decode_latents_s": latent_s,
         "synthesis_s": synth_s,
+        **host,
         **graphed,
     }
     if serial and context == "serial":
@@ -189,6 +200,13 @@ def report(results: dict) -> str:
             f"decode {r['decode_s'] * 1e3:.0f} ms = latents {r['decode_latents_s'] * 1e3:.0f} + synthesis "
             f"{r['synthesis_s'] * 1e3:.0f} ms"
         )
+        if "y_streams" in r:
+            lines.append(
+                f"        y in {r['y_streams']} row streams: {r['bytes'] - r['one_stream_bytes']:+d} B "
+                f"({100 * (r['bytes'] / r['one_stream_bytes'] - 1):+.2f} %) against one stream"
+                + (f"; latents with CompressAI's host decoder {r['decode_latents_host_rans_s'] * 1e3:.0f} ms"
+                   if "decode_latents_host_rans_s" in r else "")
+            )
         if "encode_graphed_s" in r:
             lines.append(
                 f"        encode with the context steps from CUDA graphs {r['encode_graphed_s'] * 1e3:.0f} ms"

@@ -15,7 +15,9 @@
 # extension build (50 s) is kept in build/ while it does. On 2026-12-04 three calls ran
 # build+decode+tests (370 s), build+tests_cuda+model+ops_decode+train (200 s) and, warm,
 # decode_more+ops_fwd (105 s). Still unmeasured, in the default order: the GPU tests of the
-# fixes since (tests_cuda), the graphed decode (decode), the bandwidth target (ops_large),
+# fixes since (tests_cuda), the graphed decode with format 4's row streams decoded on the
+# device (decode; it times CompressAI's host decoder on the same file too), the bandwidth
+# target (ops_large),
 # the whole model again (model), the backward ops (ops_bwd), lite and bf16 decode.
 set -u
 LOG=${1:-benchmarks/results/gpu}
@@ -73,8 +75,9 @@ for s in $STEPS; do
             tests/test_native_ops.py "tests/test_training.py::test_validation_codes_with_the_cdf_tables_a_file_gets[cuda]" -v -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
     tests_cuda)  # only the cases that need the GPU (native CUDA kernels, triton on cuda tensors)
         step tests_cuda 90 python3 -m pytest tests/test_native_ops.py tests/test_triton_ops.py tests/test_wavefront.py \
-            tests/test_decode_fast.py -k "(cuda or gpu or squeeze_folded \
-            or saturated or exact_and_refuses or aot_eager or tiny_model_matches or registered) and not bf16_on_gpu" \
+            tests/test_decode_fast.py tests/test_row_streams.py -k "(cuda or gpu or squeeze_folded \
+            or saturated or exact_and_refuses or aot_eager or tiny_model_matches or registered) and not bf16_on_gpu \
+            and not emulated" \
             --deselect tests/test_triton_ops.py::test_compiled_model_on_gpu_matches_eager \
             -v -rs -p no:cacheprovider --timeout 50 --durations=10 ;;
     tests_all)
