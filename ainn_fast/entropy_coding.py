@@ -221,12 +221,14 @@ class _Schedule:
         for b, p in enumerate(params_list):
             grid[b, : p.shape[1], : p.shape[2]] = p[0]
 
-    def padded(self, fp: FixedPointEntropy, batch: int, shift: int | tuple[int, ...] | None) -> PaddedFronts:
+    def padded(
+        self, fp: FixedPointEntropy, batch: int, shift: int | tuple[int, ...] | None, fused: bool = True
+    ) -> PaddedFronts:
         """The padded context steps with their own buffers (captured as CUDA graphs on a
-        GPU), kept for the next call of the same batch size and shift: capture is paid
-        once. ``shift=None``: the encoder's (:class:`PaddedEncodeFronts`)."""
+        GPU), kept for the next call of the same batch size, shift and ``fused``: capture
+        is paid once. ``shift=None``: the encoder's (:class:`PaddedEncodeFronts`)."""
         cache = self.__dict__.setdefault("_padded", {})
-        key = (batch, shift)
+        key = (batch, shift, fused)
         if key not in cache:
             if len(cache) >= 4:
                 cache.pop(next(iter(cache)))
@@ -234,7 +236,7 @@ class _Schedule:
             if shift is None:
                 fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch)
             else:
-                fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift)
+                fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift, fused)
             cache[key] = fixed.capture() if fp.device.type == "cuda" else fixed
         return cache[key]
 
@@ -366,8 +368,10 @@ def decode_latents(
     (bytes, formats 2 and 3) or its list of row streams (format 4,
     :func:`row_streams.unpack`). ``padded_fronts`` runs the context steps at one padded
     shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches.
-    ``native``: decode the rANS streams with the native kernel on the device (None: where
-    it is available) rather than CompressAI's decoder on the host; the same symbols."""
+    ``native``: decode the rANS streams with the native kernel on the device, and on a
+    GPU compute the context steps' parameters with the fused native kernels (None: where
+    they are available; False: neither, CompressAI's decoder on the host and the torch
+    ops); the same symbols."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
     sizes = [tuple(s) for s in latent_sizes]
@@ -376,7 +380,7 @@ def decode_latents(
     params_list = [fp.hyper_params(z) for z in z_syms]
     fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
     if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
-        fixed = schedule.padded(fp, len(sizes), shifts[0])
+        fixed = schedule.padded(fp, len(sizes), shifts[0], fused=native is not False)
         schedule.fill_params(fixed.params, params_list)
         (y_pad, y_flat), params = fixed.reset(), fixed.params
     else:
@@ -394,7 +398,7 @@ def decode_latents(
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at))
         else:
-            scale, mean = fp.position_params(y_flat, params, window, at)
+            scale, mean = fp.position_params(y_flat, params, window, at, fused=native is not False)
             index = _indexes(fp, scale, slices, shifts)
         q = decoders.decode(index, stream_of[k], fp.dtype)
         if fixed is not None and window is not None:

@@ -171,9 +171,44 @@ class FixedPointEntropy:
         self._table, self._thresholds = table[:-1] * 2**ACT_BITS, {}
         self._log_step = math.log(float(table[-1]) / float(table[0])) / (len(table) - 1)
         self.thresholds = self.shifted_thresholds(0)
+        self._fused = self._fused_layers()
         self.z_medians = torch.round(
             model.entropy_bottleneck.quantiles.detach()[:, 0, 1].to("cpu", torch.float64) * 2**ACT_BITS
         ).to(self.device, dtype)
+
+    def _fused_layers(self) -> tuple | None:
+        """The arguments of ``native_entropy_params`` (one CUDA kernel per layer instead of
+        the torch path's ~35 small ones per coding step), or None where it cannot run:
+        not float64 on a GPU, no native CUDA kernels, or entropy_parameters not of the
+        form conv, LeakyReLU, conv, ..., conv with one slope."""
+        if self.device.type != "cuda" or self.dtype != torch.float64:
+            return None
+        kinds = [k for k, _ in self.params]
+        slopes = {a for k, a in self.params if k == "leaky"}
+        if kinds[::2] != ["conv"] * len(kinds[::2]) or kinds[1::2] != ["leaky"] * len(kinds[1::2]) or len(slopes) > 1:
+            return None
+        from . import native
+
+        if native.probe("cuda") is not None or not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "ainn_fast::native_entropy_params", "CUDA"
+        ):
+            return None
+        return self.fused_arguments()
+
+    def fused_arguments(self) -> tuple:
+        """``native_entropy_params``'s arguments after (y_rows, params, window, positions)."""
+        convs = [a for k, a in self.params if k == "conv"]
+        slopes = [a for k, a in self.params if k == "leaky"]
+        return (
+            self._ctx_weight.contiguous(), self.context.bias.contiguous(), self.context.shift,
+            [c.weight[0].contiguous() for c in convs], [c.bias.contiguous() for c in convs], [c.shift for c in convs],
+            slopes[0] if slopes else 0, float(ACT_MAX),
+        )
+
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`position_params` can take the fused CUDA kernels."""
+        return self._fused is not None
 
     def hyper_params(self, z_symbols: torch.Tensor) -> torch.Tensor:
         """Integer hyperprior output (B, h, w, 2M) from z's symbols (B, N, h/4, w/4)."""
@@ -187,7 +222,8 @@ class FixedPointEntropy:
         return rows + j[:, None] + self._dx
 
     def position_params(
-        self, y_flat: torch.Tensor, params_flat: torch.Tensor, window: torch.Tensor | None, at: torch.Tensor
+        self, y_flat: torch.Tensor, params_flat: torch.Tensor, window: torch.Tensor | None, at: torch.Tensor,
+        fused: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scale, mean) integers (P, M) of P positions.
 
@@ -195,8 +231,12 @@ class FixedPointEntropy:
         not decoded yet, ``window`` the rows of each position's context
         (:meth:`window_index`); ``params_flat`` (B * h * w, 2M) is :meth:`hyper_params`'s
         output and ``at`` the positions' rows in it. ``window=None``: no context (zero), as
-        for the checkerboard's anchors.
+        for the checkerboard's anchors. ``fused``: take ``native_entropy_params`` where
+        it runs (:attr:`fused`); the same integers.
         """
+        if fused and window is not None and self._fused is not None:
+            out = torch.ops.ainn_fast.native_entropy_params(y_flat, params_flat, window, at, *self._fused)
+            return out[:, : self.M], out[:, self.M :]
         params = params_flat.index_select(0, at)
         if window is None:
             return self.gaussian(params, torch.zeros_like(params))

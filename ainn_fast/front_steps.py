@@ -30,14 +30,16 @@ class PaddedFronts:
     ``y_rows`` the y_hat buffer and the same as rows with a scratch row last; ``params``
     the flat hyper parameters (filled by the caller before each use); ``shift`` the scale
     shift of the batch's files (None: no scale indexes, the encoder's case, which chooses
-    its shift afterwards).
+    its shift afterwards); ``fused``: the parameters from ``native_entropy_params`` where
+    it runs (FixedPointEntropy.position_params).
     """
 
     def __init__(
         self, fp: FixedPointEntropy, steps: list, y_pad: torch.Tensor, y_rows: torch.Tensor, params: torch.Tensor,
-        shift: int | tuple[int, ...] | None,
+        shift: int | tuple[int, ...] | None, fused: bool = True,
     ) -> None:
         self.fp, self.y_pad, self.y_rows, self.params, self.shift = fp, y_pad, y_rows, params, shift
+        self.fused = fused  # the fused CUDA kernels for the parameters, where they run
         with_context = [s for s in steps if s[0] is not None]
         rows = max(len(s[1]) for s in with_context)
         self.scratch = y_rows.shape[0] - 1
@@ -65,7 +67,7 @@ class PaddedFronts:
         return out
 
     def _parameters(self) -> None:
-        self.scale, self.mean = self.fp.position_params(self.y_rows, self.params, self.window, self.at)
+        self.scale, self.mean = self.fp.position_params(self.y_rows, self.params, self.window, self.at, self.fused)
         if self.shift is not None:
             self.index = self.fp.scale_index(self.scale, self.shift)
 

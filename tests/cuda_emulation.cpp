@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "ops/cuda/coupling_kernel.cu"
+#include "ops/cuda/entropy_params_kernel.cu"
 #include "ops/cuda/frequency_kernel.cu"
 #include "ops/cuda/rans_kernel.cu"
 #include "ops/cuda/squeeze_kernel.cu"
@@ -40,6 +41,7 @@ TORCH_LIBRARY(ainn_fast_cuda_emulation, m) {
   m.def("native_frequency_blend", &frequency_blend);
   m.def("native_frequency_blend_backward", &frequency_blend_backward);
   m.def("native_rans_decode", &rans_decode);
+  m.def("native_entropy_params", &entropy_params);
   m.def("set_multiprocessors", &set_multiprocessors);
   m.def("set_int32_index_limit", &set_int32_index_limit);
   m.def("get_int32_index_limit", &get_int32_index_limit);

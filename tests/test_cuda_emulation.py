@@ -30,6 +30,7 @@ import pytest
 import torch
 
 from ainn_fast import ops
+from ainn_fast.fixed_point import ACT_MAX
 
 REF = {op.name: op.impls["reference"] for op in ops.ALL_OPS}
 TOL = {
@@ -253,3 +254,32 @@ def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels,
     if mode == "train":
         assert {"native_affine_coupling_backward", "native_frequency_blend_backward"} <= used
     assert_model_runs_close(got, ref)
+
+
+@pytest.mark.parametrize("scale", [40 * 4096, ACT_MAX])  # realistic activations, and the clamp bound
+@pytest.mark.parametrize("model_name", ["tiny", "lite", "lite_checkerboard"])
+def test_fused_entropy_params_equal_the_torch_path(emu, tiny_codec_model, model_name, scale):
+    # The CUDA kernels of native_entropy_params on the host against FixedPointEntropy's
+    # torch path: integer-valued float64 sums, so equal bit for bit, with a tail tile
+    # (7 positions: 4 + 3) and a single position.
+    from ainn_fast import codec
+    from ainn_fast.checkpoint import with_context
+    from ainn_fast.fixed_point import FixedPointEntropy
+
+    if model_name == "tiny":
+        model = tiny_codec_model
+    else:
+        model = codec.prepare_model(codec.default_model(3))
+        if model_name == "lite_checkerboard":
+            model = codec.prepare_model(with_context(model, "checkerboard"))
+    fp = FixedPointEntropy(model, "cpu", torch.float64)
+    height, width, batch = 6, 7, 2
+    y_pad = torch.randint(-scale, scale + 1, (batch * (height + 4) * (width + 4), fp.M)).double()
+    params = torch.randint(-scale, scale + 1, (batch * height * width, 2 * fp.M)).double()
+    for b, i, j in ([[0, 0, 1, 1, 1, 0, 1], [0, 2, 5, 3, 1, 4, 0], [0, 6, 3, 2, 4, 1, 6]], [[1], [5], [6]]):
+        b, i, j = torch.tensor(b), torch.tensor(i), torch.tensor(j)
+        window = fp.window_index(b, i, j, (height + 4, width + 4))
+        at = (b * height + i) * width + j
+        got = emu.native_entropy_params(y_pad, params, window, at, *fp.fused_arguments())
+        want = torch.cat(fp.position_params(y_pad, params, window, at, fused=False), dim=-1)
+        assert torch.equal(got, want)

@@ -267,6 +267,32 @@ def test_padded_fronts_from_cuda_graphs_decode_the_same_symbols(lite):
 
 
 @cuda
+@pytest.mark.parametrize("scale", [40 * 4096, ACT_MAX])
+def test_fused_entropy_params_on_gpu_equal_the_torch_ops(lite, scale):
+    import copy
+
+    gpu = copy.deepcopy(lite).cuda()
+    fp = FixedPointEntropy(gpu, "cuda", torch.float64)
+    assert fp.fused, "native_entropy_params has no CUDA kernel here"
+    y_pad, params = random_state(fp, 9, 11, scale, batch=2)
+    b = torch.tensor([0, 1, 1, 0, 1, 0, 1, 1, 0])
+    i, j = torch.tensor([0, 8, 5, 3, 1, 2, 7, 4, 6]), torch.tensor([0, 10, 3, 2, 4, 9, 1, 5, 7])
+    window = fp.window_index(b.cuda(), i.cuda(), j.cuda(), (13, 15))
+    at = ((b * 9 + i) * 11 + j).cuda()
+    y_rows, rows = y_pad.view(-1, fp.M).double().cuda(), params.double().cuda()
+    for got, want in zip(fp.position_params(y_rows, rows, window, at), fp.position_params(y_rows, rows, window, at, fused=False)):
+        assert torch.equal(got, want)
+    # A whole decode: fused parameters and streams decoded on the device, against neither.
+    for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(gpu):
+        for padded in (False, True):
+            new = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts, padded_fronts=padded)
+            old = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts,
+                                                padded_fronts=padded, native=False)
+            for b, (p, q) in enumerate(zip(new, old)):
+                assert torch.equal(p, q) and torch.equal(p[0].cpu(), y_hat[b].cpu())
+
+
+@cuda
 def test_gpu_and_cpu_decode_each_others_files(lite):
     import copy
 

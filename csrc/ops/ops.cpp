@@ -45,6 +45,15 @@ TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
   m.def(
       "native_rans_decode(Tensor(a!) state, Tensor words, Tensor row_stream, Tensor index, Tensor cdf,"
       " Tensor cdf_length, Tensor offset, ScalarType dtype) -> Tensor");
+  // The fixed-point entropy parameters of one coding step (CUDA only; docs/format.md):
+  // the context convolution over each position's window rows of y_rows, concatenated
+  // after the hyper parameters params[positions], then the 1x1 layers (LeakyReLU with
+  // slope / 2^16 between them), every layer requantised by its shift and clamped to
+  // act_max. Returns the last layer's output (rows, 2M): scales, then means.
+  m.def(
+      "native_entropy_params(Tensor y_rows, Tensor params, Tensor window, Tensor positions, Tensor ctx_weight,"
+      " Tensor ctx_bias, int ctx_shift, Tensor[] weights, Tensor[] biases, int[] shifts, int slope,"
+      " float act_max) -> Tensor");
 }
 
 // `import ainn_fast._C` (setup.py build) needs a module init; the JIT build loads the same
