@@ -199,6 +199,21 @@ class _Schedule:
             cache[key] = [base[b] + i % k[b] for _, _, _, b, i, _, _ in self.steps]
         return cache[key]
 
+    def padded_row_streams(self, counts: Sequence[int], rows: int) -> torch.Tensor:
+        """:meth:`row_streams` of the steps with context, padded to ``rows`` with -1 (no
+        stream): (steps, rows), for PaddedFronts.decode_all. Kept per (counts, rows)."""
+        cache = self.__dict__.setdefault("_padded_row_streams", {})
+        key = (tuple(counts), rows)
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            ids = [s for s, step in zip(self.row_streams(counts), self.steps) if step[0] is not None]
+            out = torch.full((len(ids), rows), -1, dtype=torch.long, device=ids[0].device)
+            for n, s in enumerate(ids):
+                out[n, : len(s)] = s
+            cache[key] = out
+        return cache[key]
+
     def allocate(self, fp: FixedPointEntropy, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Zero buffers for ``batch`` images: y_hat (B, h + 4, w + 4, M), the same as rows
         with one scratch row after them (front_steps.py's padding rows write there), and
@@ -367,8 +382,9 @@ def decode_latents(
     order (wavefronts, or the checkerboard's two passes). Each image's y is one stream
     (bytes, formats 2 and 3) or its list of row streams (format 4,
     :func:`row_streams.unpack`). ``padded_fronts`` runs the context steps at one padded
-    shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches.
-    ``native``: decode the rANS streams with the native kernel on the device, and on a
+    shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches;
+    with the serial context and the native decoder, every front in one loop on the device,
+    on a GPU one CUDA graph (``progress`` is then not called). ``native``: decode the rANS streams with the native kernel on the device, and on a
     GPU compute the context steps' parameters with the fused native kernels (None: where
     they are available; False: neither, CompressAI's decoder on the host and the torch
     ops); the same symbols."""
@@ -392,8 +408,18 @@ def decode_latents(
         streams += image_streams
         rows = torch.bincount(schedule.rows_in_order(b) % len(image_streams), minlength=len(image_streams))
         symbols += (rows * model.M).tolist()
+    counts = [len(s) for s in per_image]
+    if fixed is not None and native is not False and all(s[0] is not None for s in schedule.steps):
+        if row_streams.native_available(fp.device):  # every front on the device, on a GPU one graph
+            decoders = fixed.__dict__.get("decoders")
+            if decoders is None:
+                fixed.decoders = row_streams.open_decoders(model, streams, symbols, fp.device, _tables(model), True)
+            else:
+                decoders.load(streams)
+            fixed.decode_all(fixed.decoders, schedule.padded_row_streams(counts, fixed.rows))
+            return _latent(y_pad, sizes)
     decoders = row_streams.open_decoders(model, streams, symbols, fp.device, _tables(model), native)
-    stream_of = schedule.row_streams([len(s) for s in per_image])
+    stream_of = schedule.row_streams(counts)
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at))

@@ -53,6 +53,7 @@ class PaddedFronts:
         self.at = torch.zeros(rows, dtype=torch.long, device=device)
         self.write = torch.full((rows,), self.scratch, dtype=torch.long, device=device)
         self.q = torch.zeros(rows, fp.M, dtype=fp.dtype, device=device)
+        self.row_stream = torch.full((rows,), -1, dtype=torch.long, device=device)
         self._graphs: list[torch.cuda.CUDAGraph] | None = None
 
     def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +116,40 @@ class PaddedFronts:
         """y_hat of the step's positions from their decoded symbols q (n, M)."""
         self.q[: len(q)].copy_(q)
         self._run(1)
+
+    def decode_all(self, decoders, stream_rows: torch.Tensor) -> None:
+        """Every step, its symbols decoded on the device by ``decoders``
+        (row_streams.NativeDecoders) from the streams ``stream_rows`` (steps, P) names for
+        each padded row (-1: none): no step waits for the host. On a GPU the whole loop is
+        one CUDA graph, recorded for these buffers and replayed while they stay the same
+        (decoders.load refills them in place); every step must have context (the serial
+        context's fronts)."""
+        if self.fp.device.type != "cuda":
+            self._decode_loop(decoders, stream_rows)
+            return
+        key = (decoders.words.data_ptr(), decoders.state.data_ptr(), stream_rows.data_ptr())
+        if getattr(self, "_loop_key", None) != key:
+            state = decoders.state.clone()
+            side = torch.cuda.Stream()  # warm-up first, as capture requires; it decodes, so restore after
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._decode_loop(decoders, stream_rows)
+            torch.cuda.current_stream().wait_stream(side)
+            self._loop = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._loop):
+                self._decode_loop(decoders, stream_rows)
+            self._loop_key = key
+            decoders.state.copy_(state)
+            self.y_rows.zero_()
+        self._loop.replay()
+
+    def _decode_loop(self, decoders, stream_rows: torch.Tensor) -> None:
+        for n, k in enumerate(self.padded):
+            self._load(k)
+            self.row_stream.copy_(stream_rows[n])
+            self._parameters()
+            self.q.copy_(decoders.decode(self.index, self.row_stream, self.fp.dtype))
+            self._write_back()
 
 
 class PaddedEncodeFronts(PaddedFronts):

@@ -158,18 +158,35 @@ class CompressAIDecoders:
 
 class NativeDecoders:
     """The same streams decoded by ``torch.ops.ainn_fast.native_rans_decode`` on the
-    tensors' device: words and states stay there, so a GPU decoder never waits for the host."""
+    tensors' device: words and states stay there, so a GPU decoder never waits for the host.
+
+    :meth:`load` refills the same buffers where they are large enough, so that a CUDA
+    graph recorded over them (front_steps.PaddedFronts.decode_all) replays for the next file."""
 
     def __init__(self, streams: Sequence[bytes], tables: "DeviceTables") -> None:
         self.tables = tables
-        device = tables.cdf.device
-        words = np.frombuffer(b"".join(streams), dtype="<u4").astype(np.uint32).view(np.int32)
+        self.words = torch.zeros(0, dtype=torch.int32, device=tables.cdf.device)
+        self.state = torch.zeros(0, 3, dtype=torch.int64, device=tables.cdf.device)
+        self.load(streams)
+
+    def load(self, streams: Sequence[bytes]) -> bool:
+        """Point the decoders at new streams (each stream's end bounds its reads, so older
+        words left past them are never read); True when the buffers had to be replaced
+        (larger, or another stream count)."""
+        words = np.frombuffer(b"".join(streams), dtype="<u4")
         starts = np.cumsum([0] + [len(s) // 4 for s in streams])
-        first = words.view(np.uint32).astype(np.uint64)
+        first = words.astype(np.uint64)
         x = first[starts[:-1]] | (first[starts[:-1] + 1] << np.uint64(32))
-        state = np.stack([x.view(np.int64), starts[:-1] + 2, starts[1:]], axis=1).astype(np.int64)
-        self.words = torch.from_numpy(words.copy()).to(device)
-        self.state = torch.from_numpy(state).to(device)
+        state = torch.from_numpy(np.stack([x.view(np.int64), starts[:-1] + 2, starts[1:]], axis=1).astype(np.int64))
+        words = torch.from_numpy(words.view(np.int32).copy())
+        moved = len(words) > len(self.words) or state.shape != self.state.shape
+        if moved:
+            device = self.tables.cdf.device
+            self.words = torch.zeros(max(len(words), 2 * len(self.words)), dtype=torch.int32, device=device)
+            self.state = torch.zeros(state.shape, dtype=torch.int64, device=device)
+        self.words[: len(words)].copy_(words)
+        self.state.copy_(state)
+        return moved
 
     def decode(self, index: torch.Tensor, row_stream: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         t = self.tables

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from ainn_fast import codec, container, entropy_coding, fixed_point, zoo
+from ainn_fast import codec, container, entropy_coding, fixed_point, row_streams, zoo
 from ainn_fast.checkpoint import with_context
 from ainn_fast.inference import prepare_for_decoding
 from ainn_fast.fixed_point import ACT_MAX, FixedPointEntropy
@@ -211,8 +211,8 @@ def _padded_fronts_cases(lite):
     """(y_strings, z_strings, sizes, shifts, y_hat): a batch of three photos with one
     shift (the padded path), one photo with its own, and the checkerboard context."""
     x, y = _three_latents(lite)
-    strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y, scale_shift=0)
-    yield lite, strings, zs, [(8, 12)] * 3, shifts, y_hat
+    strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y, scale_shift=0, streams=None)
+    yield lite, [row_streams.unpack(s) for s in strings], zs, [(8, 12)] * 3, shifts, y_hat  # format 4's row streams
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y[1:2])
     yield lite, strings, zs, [(8, 12)], shifts, y_hat
     board = codec.prepare_model(with_context(lite, "checkerboard"))
@@ -234,14 +234,23 @@ def test_padded_fronts_encode_the_same_bytes(lite):
     assert again[0] == plain[0] and torch.equal(again[2], plain[2])
 
 
-def test_padded_fronts_decode_the_same_symbols(lite):
-    # Exact integer arithmetic: padding rows in a step's matmuls change no real row.
+def test_padded_fronts_decode_the_same_symbols(lite, monkeypatch):
+    # Exact integer arithmetic: padding rows in a step's matmuls change no real row. With
+    # the native decoder the serial cases run every front in one device loop (on a GPU,
+    # one graph): count those loops.
+    from ainn_fast.front_steps import PaddedFronts
+
+    loops = []
+    whole = PaddedFronts._decode_loop
+    monkeypatch.setattr(PaddedFronts, "_decode_loop", lambda self, *a: loops.append(1) or whole(self, *a))
     for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(lite):
         plain = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts)
         for _ in range(2):  # the second call reuses the first one's buffers
             padded = entropy_coding.decode_latents(model, strings, zs, sizes, scale_shifts=shifts, padded_fronts=True)
             for b, (p, q) in enumerate(zip(plain, padded)):
                 assert torch.equal(p, q) and torch.equal(q[0], y_hat[b])
+    if row_streams.native_available(torch.device("cpu")):
+        assert len(loops) == 4  # two serial cases, two calls each; the checkerboard steps one by one
 
 
 @cuda
