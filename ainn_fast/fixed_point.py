@@ -234,20 +234,23 @@ class FixedPointEntropy:
         for the checkerboard's anchors. ``fused``: take ``native_entropy_params`` where
         it runs (:attr:`fused`); the same integers.
         """
+        out = self.position_gaussian(y_flat, params_flat, window, at, fused)
+        return out[:, : self.M], out[:, self.M :]
+
+    def position_gaussian(
+        self, y_flat: torch.Tensor, params_flat: torch.Tensor, window: torch.Tensor | None, at: torch.Tensor,
+        fused: bool = True,
+    ) -> torch.Tensor:
+        """:meth:`position_params` as one contiguous (P, 2M) tensor: scales, then means."""
         if fused and window is not None and self._fused is not None:
-            out = torch.ops.ainn_fast.native_entropy_params(y_flat, params_flat, window, at, *self._fused)
-            return out[:, : self.M], out[:, self.M :]
+            return torch.ops.ainn_fast.native_entropy_params(y_flat, params_flat, window, at, *self._fused)
         params = params_flat.index_select(0, at)
         if window is None:
-            return self.gaussian(params, torch.zeros_like(params))
-        ctx = y_flat.index_select(0, window.flatten()).view(len(at), -1)
-        ctx = _requantize(torch.addmm(self.context.bias, ctx, self._ctx_weight), self.context.shift)
-        return self.gaussian(params, ctx)
-
-    def gaussian(self, params: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, mean) integers (..., M) from hyper parameters and context (..., 2M) each."""
-        gaussian = _run(self.params, torch.cat((params, ctx), dim=-1), pointwise=True)
-        return gaussian[..., : self.M], gaussian[..., self.M :]
+            ctx = torch.zeros_like(params)
+        else:
+            ctx = y_flat.index_select(0, window.flatten()).view(len(at), -1)
+            ctx = _requantize(torch.addmm(self.context.bias, ctx, self._ctx_weight), self.context.shift)
+        return _run(self.params, torch.cat((params, ctx), dim=-1), pointwise=True).contiguous()
 
     def shifted_thresholds(self, shift: int) -> torch.Tensor:
         """Thresholds of a file's scale shift (format 3): ``floor(T[k] * 2**ACT_BITS *

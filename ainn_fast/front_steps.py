@@ -53,7 +53,6 @@ class PaddedFronts:
         self.at = torch.zeros(rows, dtype=torch.long, device=device)
         self.write = torch.full((rows,), self.scratch, dtype=torch.long, device=device)
         self.q = torch.zeros(rows, fp.M, dtype=fp.dtype, device=device)
-        self.row_stream = torch.full((rows,), -1, dtype=torch.long, device=device)
         self._graphs: list[torch.cuda.CUDAGraph] | None = None
 
     def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +143,14 @@ class PaddedFronts:
         self._loop.replay()
 
     def _decode_loop(self, decoders, stream_rows: torch.Tensor) -> None:
-        for n, k in enumerate(self.padded):
-            self._load(k)
-            self.row_stream.copy_(stream_rows[n])
-            self._parameters()
-            self.q.copy_(decoders.decode(self.index, self.row_stream, self.fp.dtype))
-            self._write_back()
+        # Each step reads its own index tensors (no copies into the static ones); on a GPU
+        # with the native ops it is one kernel per parameter layer, then one to decode and
+        # write y_hat.
+        shift = self.shift if isinstance(self.shift, tuple) else (self.shift,) * self.fp.M
+        thresholds = self.fp.channel_thresholds(shift)
+        for n, (window, at, write) in enumerate(self.padded.values()):
+            gaussian = self.fp.position_gaussian(self.y_rows, self.params, window, at, self.fused)
+            decoders.decode_step(gaussian, thresholds, stream_rows[n], self.y_rows, write)
 
 
 class PaddedEncodeFronts(PaddedFronts):

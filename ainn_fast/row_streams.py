@@ -24,6 +24,7 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 
 from .errors import FormatError
+from .fixed_point import ACT_MAX, UNIT
 
 MAX_STREAMS = 255
 MIN_STREAM_BYTES = 8  # the coder's flush: the final 64-bit state
@@ -195,6 +196,20 @@ class NativeDecoders:
             self.state, self.words, row_stream, index.contiguous(), t.cdf, t.cdf_length, t.offset, out_dtype
         )
         return q if q.dtype == dtype else q.to(dtype)
+
+
+    def decode_step(
+        self, gaussian: torch.Tensor, thresholds: torch.Tensor, row_stream: torch.Tensor, y_rows: torch.Tensor,
+        write: torch.Tensor,
+    ) -> None:
+        """A whole step in one kernel: the table rows from the scales of ``gaussian`` (P,
+        2M: scales, then means) and the channels' ``thresholds`` (M, n), the symbols, and
+        each position's y_hat integer clamp(q * UNIT + mean) into ``y_rows[write]``."""
+        t = self.tables
+        torch.ops.ainn_fast.native_rans_decode_step(
+            self.state, self.words, row_stream, gaussian, thresholds, t.cdf, t.cdf_length, t.offset, y_rows, write,
+            float(UNIT), float(ACT_MAX),
+        )
 
 
 class DeviceTables:

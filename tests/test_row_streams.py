@@ -186,3 +186,61 @@ def test_damaged_stream_framing_is_a_format_error(lite):
     c.y = bytes([c.y[0]]) + b"\xff" * 6 + c.y[7:]  # lengths past the payload, under a valid CRC
     with pytest.raises(FormatError, match="stream lengths"):
         codec.decode(container.pack(c), lite)
+
+
+def _step_case(model, rows_per_stream, seed):
+    """Streams whose symbols were coded with the table rows that integer scales pick
+    (searchsorted over each channel's thresholds), with means: what a decoding step gets."""
+    from ainn_fast.fixed_point import FixedPointEntropy
+
+    fp = FixedPointEntropy(model, "cpu", torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    shifts = tuple(torch.randint(-6, 7, (fp.M,), generator=gen).tolist())
+    thresholds = fp.channel_thresholds(shifts)
+    cdfs, lengths, offsets = _tables(model)
+    cases = []
+    for rows in rows_per_stream:
+        scale = torch.randint(0, 300 * 4096, (rows, fp.M), generator=gen).double()
+        mean = torch.randint(-40 * 4096, 40 * 4096, (rows, fp.M), generator=gen).double()
+        index = fp.scale_index(scale, shifts)
+        q = torch.round(torch.randn(rows, fp.M, generator=gen) * scale / 4096).long()
+        enc = BufferedRansEncoder()
+        enc.encode_with_indexes(q.flatten().tolist(), index.flatten().tolist(), cdfs, lengths, offsets)
+        cases.append((enc.flush(), torch.cat((scale, mean), 1), q))
+    return thresholds, cases
+
+
+def _check_steps(model, step_op, thresholds, cases, state, words):
+    """Run the decoding step op over three steps of rows interleaved across the streams;
+    each row's y_hat integer must be clamp(q * 4096 + mean) in its own output row."""
+    from ainn_fast.fixed_point import ACT_MAX, UNIT
+
+    t = row_streams.DeviceTables(model, torch.device("cpu"))
+    y_rows = torch.zeros(1 + sum(len(q) for _, _, q in cases), model.M, dtype=torch.float64)
+    taken, out_row = [0] * len(cases), 0
+    for _ in range(3):
+        ids = [s for s in range(len(cases)) if taken[s] < len(cases[s][2])][::-1] + [-1]
+        gaussian = torch.stack([cases[s][1][taken[s]] if s >= 0 else cases[0][1][0] for s in ids])
+        write = torch.arange(out_row, out_row + len(ids))
+        write[-1] = len(y_rows) - 1  # the padding row: never written
+        step_op(state, words, torch.tensor(ids), gaussian, thresholds, t.cdf, t.cdf_length, t.offset, y_rows, write,
+                float(UNIT), float(ACT_MAX))
+        for r, s in enumerate(ids[:-1]):
+            want = (cases[s][2][taken[s]] * UNIT + cases[s][1][taken[s], model.M :]).clamp(-ACT_MAX, ACT_MAX)
+            assert torch.equal(y_rows[write[r]], want)
+            taken[s] += 1
+        out_row += len(ids) - 1
+    assert not y_rows[-1].any()
+
+
+@native
+def test_decoding_step_picks_rows_decodes_and_writes(lite):
+    thresholds, cases = _step_case(lite, [3, 1, 2], seed=6)
+    held = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cpu")))
+    _check_steps(lite, torch.ops.ainn_fast.native_rans_decode_step, thresholds, cases, held.state, held.words)
+
+
+def test_emulated_cuda_decoding_step(lite, emu):
+    thresholds, cases = _step_case(lite, [2, 3, 1] * 22 + [1], seed=7)  # 67 streams: two blocks
+    held = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cpu")))
+    _check_steps(lite, emu.native_rans_decode_step, thresholds, cases, held.state, held.words)

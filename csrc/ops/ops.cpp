@@ -45,6 +45,14 @@ TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
   m.def(
       "native_rans_decode(Tensor(a!) state, Tensor words, Tensor row_stream, Tensor index, Tensor cdf,"
       " Tensor cdf_length, Tensor offset, ScalarType dtype) -> Tensor");
+  // A whole decoding step: as native_rans_decode, with each symbol's table row the count of
+  // its channel's thresholds (channels, n) below its scale, and each position's y_hat
+  // integer clamp(q * unit + mean) written to y_rows[write[r]]; gaussian (rows, 2 *
+  // channels) holds the scales, then the means (native_entropy_params' output).
+  m.def(
+      "native_rans_decode_step(Tensor(a!) state, Tensor words, Tensor row_stream, Tensor gaussian,"
+      " Tensor thresholds, Tensor cdf, Tensor cdf_length, Tensor offset, Tensor(b!) y_rows, Tensor write,"
+      " float unit, float act_max) -> ()");
   // The fixed-point entropy parameters of one coding step (CUDA only; docs/format.md):
   // the context convolution over each position's window rows of y_rows, concatenated
   // after the hyper parameters params[positions], then the 1x1 layers (LeakyReLU with

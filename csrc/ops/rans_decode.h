@@ -99,5 +99,37 @@ AINN_HD void decode_rows(Stream& s, const uint32_t* words, int64_t stream, const
   }
 }
 
+// A whole coding step for `stream`: for each of its rows r (in order), each channel c
+// takes the table row of its scale (the number of the channel's thresholds below it) and
+// decodes its symbol q; the position's y_hat integer clamp(q * unit + mean) goes to row
+// write[r] of y_rows. gaussian (rows, 2 * channels) holds each row's scales then means,
+// thresholds (channels, n_thresholds) ascending, all integer-valued.
+template <typename T>
+AINN_HD void decode_step(Stream& s, const uint32_t* words, int64_t stream, const int64_t* row_stream, int64_t rows,
+                         const T* gaussian, int64_t channels, const T* thresholds, int64_t n_thresholds,
+                         const int32_t* cdf, int64_t cdf_stride, const int32_t* cdf_length, const int32_t* offset,
+                         int64_t tables, const int64_t* write, T* y_rows, T unit, T act_max) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (row_stream[r] != stream) continue;
+    const T* scale = gaussian + r * 2 * channels;
+    const T* mean = scale + channels;
+    T* dst = y_rows + write[r] * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const T* thr = thresholds + c * n_thresholds;
+      int64_t lo = 0, hi = n_thresholds;  // the first threshold >= the scale = the count below it
+      while (lo < hi) {
+        const int64_t mid = (lo + hi) >> 1;
+        if (thr[mid] < scale[c]) lo = mid + 1; else hi = mid;
+      }
+      const int64_t t = lo < tables ? lo : tables - 1;
+      int32_t length = cdf_length[t];
+      length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
+      const T q = static_cast<T>(decode_symbol(s, words, cdf + t * cdf_stride, length, offset[t]));
+      const T v = q * unit + mean[c];
+      dst[c] = v < -act_max ? -act_max : (v > act_max ? act_max : v);
+    }
+  }
+}
+
 }  // namespace rans
 }  // namespace ainn_fast

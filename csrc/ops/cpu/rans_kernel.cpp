@@ -1,5 +1,6 @@
-// CPU kernel of the rANS decoding step (ops/rans_decode.h): the streams of a wavefront
-// step decode in parallel, each its own rows in order.
+// CPU kernels of the rANS decoding (ops/rans_decode.h): the streams of a wavefront step
+// decode in parallel, each its own rows in order; the step variant also picks each
+// symbol's table row from its scale and writes the position's y_hat.
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -41,9 +42,30 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
   return out;
 }
 
+void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
+                      const at::Tensor& gaussian, const at::Tensor& thresholds, const at::Tensor& cdf,
+                      const at::Tensor& cdf_length, const at::Tensor& offset, const at::Tensor& y_rows,
+                      const at::Tensor& write, double unit, double act_max) {
+  check_rans_step_inputs(state, words, row_stream, gaussian, thresholds, cdf, cdf_length, offset, y_rows, write, at::kCPU);
+  auto* st = reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>());
+  const auto* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
+  const int64_t rows = row_stream.size(0), channels = y_rows.size(1);
+  at::parallel_for(0, state.size(0), 4, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      rans::decode_step(st[s], w, s, row_stream.const_data_ptr<int64_t>(), rows, gaussian.const_data_ptr<double>(),
+                        channels, thresholds.const_data_ptr<double>(), thresholds.size(1), cdf.const_data_ptr<int32_t>(),
+                        cdf.size(1), cdf_length.const_data_ptr<int32_t>(), offset.const_data_ptr<int32_t>(),
+                        cdf.size(0), write.const_data_ptr<int64_t>(), y_rows.data_ptr<double>(), unit, act_max);
+    }
+  });
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ainn_fast, CPU, m) { m.impl("native_rans_decode", &rans_decode); }
+TORCH_LIBRARY_IMPL(ainn_fast, CPU, m) {
+  m.impl("native_rans_decode", &rans_decode);
+  m.impl("native_rans_decode_step", &rans_decode_step);
+}
 
 }  // namespace cpu
 }  // namespace ainn_fast

@@ -59,10 +59,49 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
   return out;
 }
 
+__global__ void rans_step_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
+                                 const int64_t* row_stream, int64_t rows, const double* gaussian, int64_t channels,
+                                 const double* thresholds, int64_t n_thresholds, const int32_t* cdf, int64_t stride,
+                                 const int32_t* cdf_length, const int32_t* offset, int64_t tables,
+                                 const int64_t* write, double* y_rows, double unit, double act_max) {
+  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (s >= streams) return;
+  rans::Stream local = state[s];
+  rans::decode_step(local, words, s, row_stream, rows, gaussian, channels, thresholds, n_thresholds, cdf, stride,
+                    cdf_length, offset, tables, write, y_rows, unit, act_max);
+  state[s] = local;
+}
+
+void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
+                      const at::Tensor& gaussian, const at::Tensor& thresholds, const at::Tensor& cdf,
+                      const at::Tensor& cdf_length, const at::Tensor& offset, const at::Tensor& y_rows,
+                      const at::Tensor& write, double unit, double act_max) {
+#ifndef AINN_CUDA_EMULATION
+  check_rans_step_inputs(state, words, row_stream, gaussian, thresholds, cdf, cdf_length, offset, y_rows, write,
+                         at::kCUDA);
+#else
+  check_rans_step_inputs(state, words, row_stream, gaussian, thresholds, cdf, cdf_length, offset, y_rows, write,
+                         at::kCPU);
+#endif
+  DeviceGuard guard(state.device());
+  const int64_t streams = state.size(0);
+  if (streams == 0 || row_stream.size(0) == 0) return;
+  const unsigned int blocks = static_cast<unsigned int>((streams + kStreamThreads - 1) / kStreamThreads);
+  launch(rans_step_kernel, blocks, kStreamThreads, reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>()), streams,
+         reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>()), row_stream.const_data_ptr<int64_t>(),
+         row_stream.size(0), gaussian.const_data_ptr<double>(), y_rows.size(1), thresholds.const_data_ptr<double>(),
+         thresholds.size(1), cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
+         offset.const_data_ptr<int32_t>(), cdf.size(0), write.const_data_ptr<int64_t>(), y_rows.data_ptr<double>(),
+         unit, act_max);
+}
+
 }  // namespace
 
 #ifndef AINN_CUDA_EMULATION
-TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) { m.impl("native_rans_decode", &rans_decode); }
+TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) {
+  m.impl("native_rans_decode", &rans_decode);
+  m.impl("native_rans_decode_step", &rans_decode_step);
+}
 #endif
 
 }  // namespace cuda
