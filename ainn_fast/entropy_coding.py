@@ -252,7 +252,8 @@ class _Schedule:
                 fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch)
             else:
                 fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift, fused)
-            cache[key] = fixed.capture() if fp.device.type == "cuda" else fixed
+            # The decoder's per-step graphs (the host decoder's path); the encoder records its whole loop.
+            cache[key] = fixed.capture() if fp.device.type == "cuda" and shift is not None else fixed
         return cache[key]
 
 
@@ -297,8 +298,9 @@ def quantize_latents(
 ) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
     strings, y_hat, and for each image its symbols and integer scales in stream order.
-    ``padded_fronts``: the wavefronts at one padded shape, from CUDA graphs on a GPU
-    (front_steps.py; the serial context only), the same symbols."""
+    ``padded_fronts``: the wavefronts at one padded shape, all of them one CUDA graph on a
+    GPU (front_steps.py; the serial context only; ``progress`` is not called), the same
+    symbols."""
     fp = fixed_point(model, y.device)
     batch, _, height, width = y.shape
     sizes = [(height, width)] * batch
@@ -311,8 +313,7 @@ def quantize_latents(
         schedule.fill_params(fixed.params, params_list)
         fixed.source.view(batch, height, width, fp.M).copy_(y.permute(0, 2, 3, 1))  # one copy, to float64
         y_pad, _ = fixed.reset()
-        for k in progress(range(len(schedule.steps))) if progress else range(len(schedule.steps)):
-            fixed.encode_step(k)
+        fixed.encode_all()  # progress is not called: on a GPU the steps are one graph
         return z_strings, torch.cat(_latent(y_pad, sizes)), fixed.streams()
     y_pad, params = schedule.buffers(fp, params_list)
     y_flat, y_cl = y_pad.view(-1, fp.M), y.permute(0, 2, 3, 1).to(fp.dtype)
@@ -384,8 +385,9 @@ def decode_latents(
     :func:`row_streams.unpack`). ``padded_fronts`` runs the context steps at one padded
     shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches;
     with the serial context and the native decoder, every front in one loop on the device,
-    on a GPU one CUDA graph (``progress`` is then not called). ``native``: decode the rANS streams with the native kernel on the device, and on a
-    GPU compute the context steps' parameters with the fused native kernels (None: where
+    on a GPU one CUDA graph (``progress`` is then not called). ``native``: decode the rANS
+    streams with the native kernel on the device, and on a GPU compute the context steps'
+    parameters with the fused native kernels (None: where
     they are available; False: neither, CompressAI's decoder on the host and the torch
     ops); the same symbols."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)

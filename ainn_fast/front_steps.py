@@ -154,9 +154,10 @@ class PaddedFronts:
 
 
 class PaddedEncodeFronts(PaddedFronts):
-    """The encoder's pass over the same padded steps: y is known, so a step rounds its own
-    symbols and files them, with their integer scales, into per-image streams on the
-    device. No step waits for the host; the streams are read once at the end.
+    """The encoder's pass over the same padded steps (:meth:`encode_all`): y is known, so
+    a step rounds its own symbols and files them, with their integer scales, into
+    per-image streams on the device. No step waits for the host; the streams are read
+    once at the end.
 
     ``source`` holds y (B * h * w, M) as floats, the rows ``at`` indexes (the caller fills
     it); ``batch`` is the number of images, all of the schedule's size.
@@ -184,21 +185,35 @@ class PaddedEncodeFronts(PaddedFronts):
                 dest[lo:hi] = torch.arange(filled[b], filled[b] + hi - lo)
                 filled[b] += hi - lo
             self.destinations[k] = self._pad(dest.to(fp.device), total)  # padding rows: the scratch row
-        self.dest = torch.full((self.rows,), total, dtype=torch.long, device=fp.device)
         self.symbols = torch.zeros(total + 1, fp.M, dtype=fp.dtype, device=fp.device)
         self.scales = torch.zeros(total + 1, fp.M, dtype=fp.dtype, device=fp.device)
 
-    def _write_back(self) -> None:
-        self.q.copy_(torch.round(self.source.index_select(0, self.at) - self.mean / UNIT))
-        super()._write_back()
-        self.symbols.index_copy_(0, self.dest, self.q)
-        self.scales.index_copy_(0, self.dest, self.scale)
+    def encode_all(self) -> None:
+        """Every step, each reading its own index tensors; on a GPU one CUDA graph,
+        recorded at the first call and replayed after (all its buffers are this object's).
+        The caller fills ``source`` and ``params`` and resets y_hat first."""
+        if self.fp.device.type != "cuda":
+            self._encode_loop()
+            return
+        if getattr(self, "_loop", None) is None:
+            side = torch.cuda.Stream()  # warm-up first, as capture requires
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._encode_loop()
+            torch.cuda.current_stream().wait_stream(side)
+            self._loop = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._loop):
+                self._encode_loop()
+            self.y_rows.zero_()
+        self._loop.replay()
 
-    def encode_step(self, k: int) -> None:
-        self._load(k)
-        self.dest.copy_(self.destinations[k])
-        self._run(0)
-        self._run(1)
+    def _encode_loop(self) -> None:
+        for k, (window, at, write) in self.padded.items():
+            scale, mean = self.fp.position_params(self.y_rows, self.params, window, at, self.fused)
+            q = torch.round(self.source.index_select(0, at) - mean / UNIT)
+            self.y_rows.index_copy_(0, write, (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX))
+            self.symbols.index_copy_(0, self.destinations[k], q)
+            self.scales.index_copy_(0, self.destinations[k], scale)
 
     def streams(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each image's (symbols, integer scales), flattened in stream order."""
