@@ -405,22 +405,25 @@ def decode_latents(
         y_pad, params = schedule.buffers(fp, params_list)
         y_flat = y_pad.view(-1, fp.M)
     per_image = [[y] if isinstance(y, (bytes, bytearray)) else list(y) for y in y_strings]
-    streams, symbols = [], []
-    for b, image_streams in enumerate(per_image):
-        streams += image_streams
-        rows = torch.bincount(schedule.rows_in_order(b) % len(image_streams), minlength=len(image_streams))
-        symbols += (rows * model.M).tolist()
+    streams = [s for image_streams in per_image for s in image_streams]
     counts = [len(s) for s in per_image]
-    if fixed is not None and native is not False and all(s[0] is not None for s in schedule.steps):
-        if row_streams.native_available(fp.device):  # every front on the device, on a GPU one graph
-            decoders = fixed.__dict__.get("decoders")
-            if decoders is None:
-                fixed.decoders = row_streams.open_decoders(model, streams, symbols, fp.device, _tables(model), True)
+    if native is None:
+        native = row_streams.native_available(fp.device)
+    if native:
+        if fixed is not None and all(s[0] is not None for s in schedule.steps):
+            # Every front on the device, on a GPU one graph over buffers kept with the steps.
+            if "decoders" in fixed.__dict__:
+                fixed.decoders.load(streams)
             else:
-                decoders.load(streams)
+                fixed.decoders = row_streams.device_decoders(model, streams, fp.device)
             fixed.decode_all(fixed.decoders, schedule.padded_row_streams(counts, fixed.rows))
             return _latent(y_pad, sizes)
-    decoders = row_streams.open_decoders(model, streams, symbols, fp.device, _tables(model), native)
+        decoders = row_streams.device_decoders(model, streams, fp.device)
+    else:
+        symbols = []  # how many each stream holds: CompressAI's decoder needs its input padded
+        for b, k in enumerate(counts):
+            symbols += (torch.bincount(schedule.rows_in_order(b) % k, minlength=k) * model.M).tolist()
+        decoders = row_streams.CompressAIDecoders(streams, symbols, _tables(model))
     stream_of = schedule.row_streams(counts)
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:

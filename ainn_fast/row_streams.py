@@ -230,20 +230,12 @@ def native_available(device: torch.device) -> bool:
     return native.probe(device.type) is None and hasattr(torch.ops.ainn_fast, "native_rans_decode")
 
 
-def open_decoders(
-    model, streams: Sequence[bytes], symbols: Sequence[int], device: torch.device, tables: tuple[list, list, list],
-    native: bool | None = None,
-):
-    """Decoders of ``streams`` (all images' streams, numbered in order; ``symbols``: how
-    many each holds): the native kernel on ``device`` where it is available
-    (``native=None``), else CompressAI's."""
-    if native is None:
-        native = native_available(device)
-    if native:
-        cache = model.__dict__.setdefault("_ainn_device_tables", {})
-        key = (getattr(model, "_ainn_hash", None), str(device))
-        if key not in cache or key[0] is None:
-            cache.clear()
-            cache[key] = DeviceTables(model, device)
-        return NativeDecoders(streams, cache[key])
-    return CompressAIDecoders(streams, symbols, tables)
+def device_decoders(model, streams: Sequence[bytes], device: torch.device) -> NativeDecoders:
+    """:class:`NativeDecoders` of ``streams`` (all images' streams, numbered in order) on
+    ``device``, with the model's tables there (converted once per model and device)."""
+    cache = model.__dict__.setdefault("_ainn_device_tables", {})
+    key = (getattr(model, "_ainn_hash", None), str(device))
+    if key not in cache or key[0] is None:
+        cache.clear()
+        cache[key] = DeviceTables(model, device)
+    return NativeDecoders(streams, cache[key])

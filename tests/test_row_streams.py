@@ -80,8 +80,7 @@ def test_native_decoder_equals_compressai_over_steps(lite, dtype):
     streams = _random_streams(lite, [5, 1, 7, 3], lite.M, seed=1)
     tables = _tables(lite)
     reference = row_streams.CompressAIDecoders([s for s, _, _ in streams], [q.numel() for _, q, _ in streams], tables)
-    fast = row_streams.open_decoders(lite, [s for s, _, _ in streams], [0] * 4, torch.device("cpu"), tables, native=True)
-    assert isinstance(fast, row_streams.NativeDecoders)
+    fast = row_streams.device_decoders(lite, [s for s, _, _ in streams], torch.device("cpu"))
     for index, ids, want in _interleave(streams, 7):
         got = fast.decode(index, ids, dtype)
         assert got.dtype == dtype and torch.equal(got.long(), want)
@@ -107,7 +106,7 @@ def test_native_decoder_survives_garbage(lite):
     # No file reaches this with damage (CRC-32), but a forged one must not crash or hang.
     gen = np.random.default_rng(3)
     garbage = [gen.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (8, 64, 4000)]
-    decoders = row_streams.open_decoders(lite, garbage, [0] * 3, torch.device("cpu"), _tables(lite), native=True)
+    decoders = row_streams.device_decoders(lite, garbage, torch.device("cpu"))
     index = torch.randint(-3, 70, (6, lite.M))  # out-of-range table rows are clamped
     got = decoders.decode(index, torch.tensor([0, 1, 2, 2, 1, 0]), torch.float64)
     assert got.shape == (6, lite.M) and torch.isfinite(got).all()
@@ -174,7 +173,7 @@ def test_format_4_file_equals_serial_reference_and_costs_little(lite):
 @cuda
 def test_cuda_decoder_equals_compressai(lite):
     streams = _random_streams(lite, [4, 2, 6], lite.M, seed=2)
-    fast = row_streams.open_decoders(lite, [s for s, _, _ in streams], [0] * 3, torch.device("cuda"), _tables(lite), native=True)
+    fast = row_streams.device_decoders(lite, [s for s, _, _ in streams], torch.device("cuda"))
     for index, ids, want in _interleave(streams, 6):
         got = fast.decode(index.cuda(), ids.cuda(), torch.float64)
         assert got.is_cuda and torch.equal(got.cpu().long(), want)
