@@ -54,6 +54,15 @@ def _refine_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _streams_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--streams", type=int, choices=range(0, 256), metavar="0..255",
+        help="rANS streams for y, dealt by latent row, so that a decoder (GPU or CPU) decodes a front's positions "
+        "in parallel; about 7.5 bytes each (default: the rows a front spans, ceil(width / 48), at most "
+        "ceil(height / 16); 0: one stream, format 3, the smallest file)",
+    )  # fmt: skip
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ainn", description="A-INN learned image compression")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -70,12 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output file (default: INPUT with suffix .ainn)")
     c.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     c.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    c.add_argument(
-        "--streams", type=int, choices=range(0, 256), metavar="0..255",
-        help="rANS streams for y, dealt by latent row, so that a decoder (GPU or CPU) decodes a front's positions "
-        "in parallel; about 7.5 bytes each (default: the rows a front spans, ceil(width / 48), at most "
-        "ceil(height / 16); 0: one stream, format 3, the smallest file)",
-    )  # fmt: skip
+    _streams_option(c)
     _refine_option(c)
     common(c)
 
@@ -107,6 +111,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="qualities of the default model (default 1 3 6)")  # fmt: skip
     e.add_argument("--baselines", help="comma-separated: jpeg,webp,avif,jxl or none (default: all available)")
     e.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    _streams_option(e)
     _refine_option(e)
     common(e, model_options=False)
     t = sub.add_parser("train", help="train a model on folders of images (torchrun for several processes)")

@@ -191,10 +191,10 @@ def _no_progress(items, label):
 
 def evaluate_ainn(
     images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device=None, progress=_no_progress,
-    description: str = "ainn_fast", refine: int = 0,
+    description: str = "ainn_fast", refine: int = 0, streams: int | None = None,
 ) -> Curve:  # fmt: skip
     """ainn_fast's curve: one setting per (label, model); models are prepared here.
-    ``refine``: the encoder's latent refinement steps (codec.encode)."""
+    ``refine``: the encoder's latent refinement steps, ``streams`` its y streams (codec.encode)."""
     from . import codec
 
     def jobs():
@@ -205,7 +205,7 @@ def evaluate_ainn(
             codec.decode(codec.encode(np.zeros((16, 16, 3), np.uint8), model)[0], model)
             yield (
                 label,
-                lambda im, model=model: codec.encode(im.pixels, model, refine=refine)[0],
+                lambda im, model=model: codec.encode(im.pixels, model, refine=refine, streams=streams)[0],
                 lambda data, model=model: codec.decode(data, model)[0],
             )
 
@@ -390,6 +390,8 @@ def run_command(args) -> None:
             notes.append(f"no trained weights for quality {listed}: evaluating untrained weights")
     if args.refine:
         description += f", encoder latent refinement {args.refine} steps"
+    if args.streams is not None:
+        description += ", one y stream (format 3)" if args.streams == 0 else f", {args.streams} y streams"
     for note in notes:
         print(f"ainn: note: {note}", file=sys.stderr)
 
@@ -398,7 +400,7 @@ def run_command(args) -> None:
     def progress(items, label):
         return tqdm(items, desc=label, unit="img", leave=False, disable=None)
 
-    ours = evaluate_ainn(images, models, device, progress, description, args.refine)
+    ours = evaluate_ainn(images, models, device, progress, description, args.refine, args.streams)
     curves = [ours] + [evaluate_baseline(images, c, progress=progress) for c in codecs]
     for note in dict.fromkeys(n for c in curves for n in c.notes):
         print(f"ainn: note: {note}", file=sys.stderr)
