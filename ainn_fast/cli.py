@@ -158,6 +158,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     b.add_argument("--contexts", nargs="+", default=["serial"], choices=["serial", "checkerboard"],
                    help="entropy contexts to time (checkerboard: shipped weights, context not fine-tuned)")  # fmt: skip
+    _streams_option(b)
     b.add_argument("-o", "--output", help="write the results as JSON")
     b.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     common(b, model_options=False)

@@ -256,8 +256,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Two measures on the validation images, in fp32. ``val_*``: the RD loss the model's
         forward estimates (evaluation mode, centre crop to a multiple of 64). ``val_file_*``:
-        the real thing, each whole image coded as a file would be (format 3 latents: exact
-        rate in bytes, the decoder's own y_hat, 8-bit reconstruction); the weights to ship
+        the real thing, each whole image coded as ``ainn compress`` codes it (format 4 latents,
+        row streams and all: exact rate in bytes, the decoder's own y_hat, 8-bit
+        reconstruction); the weights to ship
         are chosen on ``val_file_loss``, since the forward estimate can rank runs wrongly
         (docs/training-history.md)."""
         from .codec import pad_to_stride
@@ -281,7 +282,9 @@ class Trainer:
                 out["x_hat"] = out["x_hat"].clamp(0, 1)
                 for k, v in self.criterion(out, x).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
-                (y_string,), (z_string,), y_hat, (shift,) = encode_latents(self.model, self.model.g_a(pad_to_stride(full)))
+                (y_string,), (z_string,), y_hat, (shift,) = encode_latents(
+                    self.model, self.model.g_a(pad_to_stride(full)), streams=None
+                )
                 x_hat = self.model.g_s(y_hat)[:, :, : full.shape[2], : full.shape[3]]
             coded = len(y_string) + len(z_string) + shift_payload_bytes(shift)
             rate = 8 * coded / (full.shape[2] * full.shape[3])

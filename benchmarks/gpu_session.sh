@@ -22,7 +22,7 @@
 set -u
 LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
-STEPS=${*:-build tests_cuda decode ops_large model ops_bwd decode_more}
+STEPS=${*:-build tests_cuda decode decode_streams ops_large model ops_bwd decode_more}
 mkdir -p "$LOG"
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
 # A source checkout: the Triton kernels are installed as ainn_fast.kernels by setup.py;
@@ -65,6 +65,11 @@ for s in $STEPS; do
     decode)  # issue 7: encode / decode per image vs CompressAI's serial mbt2018, in one run
         step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs paper \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_paper_$TAG.json" --force ;;
+    decode_streams)  # format 4's stream count: half the default (two positions a front per stream), and one
+        step decode_streams 60 sh -c "python3 -m ainn_fast.cli bench --device cuda --configs paper --cuda-graphs \
+            --no-serial --no-baseline --streams 8 -o $LOG/decode_paper_k8_$TAG.json --force && \
+            python3 -m ainn_fast.cli bench --device cuda --configs paper --cuda-graphs --no-serial --no-baseline \
+            --streams 1 -o $LOG/decode_paper_k1_$TAG.json --force" ;;
     decode_more)
         step decode_lite 40 python3 -m ainn_fast.cli bench --device cuda --configs lite --no-serial --no-baseline \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_lite_$TAG.json" --force
@@ -105,7 +110,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"
