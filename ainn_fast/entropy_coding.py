@@ -32,19 +32,10 @@ from .errors import FormatError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
 from .front_steps import PaddedEncodeFronts, PaddedFronts
 from . import row_streams
-from .row_streams import guard
+from .row_streams import guard, host_tables
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
-
-
-def _tables(model) -> tuple[list, list, list]:
-    # Rows trimmed to their used length: the coder reads no further, and the bindings
-    # convert the whole table on every call (5x less work per decoded position).
-    gc = model.gaussian_conditional
-    lengths = gc.cdf_length.tolist()
-    cdfs = [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), lengths)]
-    return cdfs, lengths, gc.offset.tolist()
 
 
 SHIFT_SEARCH = 32  # the encoder tries scale shifts -32..32 (table scales x/÷ 2.1)
@@ -331,10 +322,10 @@ def quantize_latents(
 
 
 def rans_encode(model, q: torch.Tensor, index: torch.Tensor, tables: tuple[list, list, list] | None = None) -> bytes:
-    """One y stream of symbols ``q`` with table rows ``index`` (``tables``: :func:`_tables`,
+    """One y stream of symbols ``q`` with table rows ``index`` (``tables``: :func:`row_streams.host_tables`,
     converted once by a caller that codes several streams)."""
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *(tables or _tables(model)))
+    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *(tables or host_tables(model)))
     return encoder.flush()
 
 
@@ -350,7 +341,7 @@ def encode_latents(
     ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
     z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts)
-    tables = _tables(model)
+    tables = host_tables(model) if streams == 0 else None
     height, width = y.shape[-2:]
     schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
     count = streams if streams else row_streams.default_streams(height, width, model.config.context)
@@ -361,7 +352,7 @@ def encode_latents(
         if streams == 0:
             y_strings.append(rans_encode(model, q, index, tables))
         else:
-            split = row_streams.encode(q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count, tables)
+            split = row_streams.encode(model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count)
             y_strings.append(row_streams.pack(split))
     return y_strings, z_strings, y_hat, shifts
 
@@ -423,7 +414,7 @@ def decode_latents(
         symbols = []  # how many each stream holds: CompressAI's decoder needs its input padded
         for b, k in enumerate(counts):
             symbols += (torch.bincount(schedule.rows_in_order(b) % k, minlength=k) * model.M).tolist()
-        decoders = row_streams.CompressAIDecoders(streams, symbols, _tables(model))
+        decoders = row_streams.CompressAIDecoders(streams, symbols, host_tables(model))
     stream_of = schedule.row_streams(counts)
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if fixed is not None and window is not None:
@@ -455,7 +446,7 @@ def decode_latents_serial(
     padded = (height + 2 * PAD, width + 2 * PAD)
     params = fp.hyper_params(_decode_z(model, z_string, latent_size).cpu().to(torch.int64)).view(-1, 2 * fp.M)
     y_pad = torch.zeros(1, *padded, fp.M, dtype=torch.int64)
-    tables = _tables(model)
+    tables = host_tables(model)
     streams = [y_string] if isinstance(y_string, (bytes, bytearray)) else list(y_string)
     decoders = []
     for stream in streams:
@@ -509,7 +500,7 @@ def encode_latents_v1(model, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tenso
             symbols.extend(q.to(torch.int32).tolist())
             indexes.extend(gc.build_indexes(scales).tolist())
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(symbols, indexes, *_tables(model))
+    encoder.encode_with_indexes(symbols, indexes, *host_tables(model))
     return encoder.flush(), z_string, y_pad[:, :, PAD:-PAD, PAD:-PAD]
 
 
@@ -527,7 +518,7 @@ def decode_latents_v1(model, y_string: bytes, z_string: bytes, latent_size: tupl
     params = model.h_s(z_hat.to(device))
     y_pad = torch.zeros(1, model.M, height + 2 * PAD, width + 2 * PAD, device=device)
     weight, gc = _masked_weight(model), model.gaussian_conditional
-    tables = _tables(model)
+    tables = host_tables(model)
     decoder = RansDecoder()
     decoder.set_stream(guard(y_string, model.M * height * width))
     for h in range(height):

@@ -90,6 +90,16 @@ def unpack(payload: bytes) -> list[bytes]:
     return streams
 
 
+def host_tables(model) -> tuple[list, list, list]:
+    """The model's CDF tables as CompressAI's coder takes them: Python lists, each row
+    trimmed to its used length (the coder reads no further, and the bindings convert
+    every row passed on every call)."""
+    gc = model.gaussian_conditional
+    lengths = gc.cdf_length.tolist()
+    cdfs = [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), lengths)]
+    return cdfs, lengths, gc.offset.tolist()
+
+
 def split_by_stream(rows: torch.Tensor, count: int) -> list[torch.Tensor]:
     """Positions (indexes into the coding order) of each stream, in order, given the
     latent row of every position in coding order."""
@@ -97,10 +107,19 @@ def split_by_stream(rows: torch.Tensor, count: int) -> list[torch.Tensor]:
     return [torch.nonzero(owner == s).flatten() for s in range(count)]
 
 
-def encode(q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int, tables: tuple[list, list, list]) -> list[bytes]:
+def encode(
+    model, q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int, native: bool | None = None
+) -> list[bytes]:
     """K streams of symbols ``q`` with table rows ``index`` (both (positions, M), in coding
-    order), position p going to stream rows[p] mod K."""
+    order), position p going to stream rows[p] mod K: all at once by ``native_rans_encode``
+    on the symbols' device where it runs (``native=None``), else one by one by CompressAI's
+    encoder; the same bytes."""
+    if native is None:
+        native = native_available(q.device)
+    if native:
+        return _encode_native(model, q, index, rows, count)
     q, index = q.to("cpu", torch.int64), index.to("cpu", torch.int64)
+    tables = host_tables(model)
     out = []
     for positions in split_by_stream(rows.cpu(), count):
         if not len(positions):
@@ -114,6 +133,27 @@ def encode(q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int,
         )
         out.append(encoder.flush())
     return out
+
+
+def _encode_native(model, q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int) -> list[bytes]:
+    t = device_tables(model, q.device)
+    q, index = q.to(torch.int32).contiguous(), index.to(torch.int64).contiguous()
+    stream = (rows.to(q.device) % count).contiguous()
+    # Each stream's words, exactly bounded: one per symbol, nine more per bypass-coded
+    # symbol (its value and count nibbles), two for the flush.
+    value = q - t.offset[index]
+    bypass = ((value < 0) | (value >= t.cdf_length[index] - 2)).sum(1)
+    words_per_position = q.shape[1] + 9 * bypass
+    size = torch.zeros(count, dtype=torch.int64, device=q.device).index_add_(0, stream, words_per_position) + 2
+    end = torch.cumsum(size, 0)
+    regions = torch.stack((end - size, end), 1).contiguous()
+    total = int(end[-1])
+    words, begin = torch.ops.ainn_fast.native_rans_encode(q, index, stream, regions, t.cdf, t.cdf_length, t.offset, total)
+    begin, end = begin.tolist(), end.tolist()
+    if min(begin) < 0:
+        raise RuntimeError("native_rans_encode: a stream outgrew its bound (a bug)")
+    data = words.cpu().numpy()
+    return [data[b:e].astype("<u4", copy=False).tobytes() for b, e in zip(begin, end)]
 
 
 def guard(payload: bytes, symbols: int) -> bytes:
@@ -230,12 +270,17 @@ def native_available(device: torch.device) -> bool:
     return native.probe(device.type) is None and hasattr(torch.ops.ainn_fast, "native_rans_decode")
 
 
-def device_decoders(model, streams: Sequence[bytes], device: torch.device) -> NativeDecoders:
-    """:class:`NativeDecoders` of ``streams`` (all images' streams, numbered in order) on
-    ``device``, with the model's tables there (converted once per model and device)."""
+def device_tables(model, device: torch.device) -> DeviceTables:
+    """The model's :class:`DeviceTables` on ``device``, converted once per model and device."""
     cache = model.__dict__.setdefault("_ainn_device_tables", {})
     key = (getattr(model, "_ainn_hash", None), str(device))
     if key not in cache or key[0] is None:
         cache.clear()
         cache[key] = DeviceTables(model, device)
-    return NativeDecoders(streams, cache[key])
+    return cache[key]
+
+
+def device_decoders(model, streams: Sequence[bytes], device: torch.device) -> NativeDecoders:
+    """:class:`NativeDecoders` of ``streams`` (all images' streams, numbered in order) on
+    ``device``, with the model's tables there."""
+    return NativeDecoders(streams, device_tables(model, device))

@@ -42,6 +42,7 @@ TORCH_LIBRARY(ainn_fast_cuda_emulation, m) {
   m.def("native_frequency_blend_backward", &frequency_blend_backward);
   m.def("native_rans_decode", &rans_decode);
   m.def("native_rans_decode_step", &rans_decode_step);
+  m.def("native_rans_encode", &rans_encode);
   m.def("native_entropy_params", &entropy_params);
   m.def("set_multiprocessors", &set_multiprocessors);
   m.def("set_int32_index_limit", &set_int32_index_limit);

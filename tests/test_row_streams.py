@@ -20,10 +20,6 @@ def lite():
     return codec.prepare_model(codec.default_model(3))
 
 
-def _tables(model):
-    return entropy_coding._tables(model)
-
-
 def test_payload_framing_round_trips_and_refuses_damage():
     streams = [bytes(range(8)), bytes(4 * 300), bytes(range(12)) * 2]
     payload = row_streams.pack(streams)
@@ -43,7 +39,7 @@ def _random_streams(model, rows_per_stream, channels, seed):
     """Streams of random symbols (a tenth of them far outside their row: bypass codes)
     coded by CompressAI, with each stream's table rows."""
     gen = torch.Generator().manual_seed(seed)
-    cdfs, lengths, offsets = _tables(model)
+    cdfs, lengths, offsets = row_streams.host_tables(model)
     tables = len(cdfs)
     out = []
     for rows in rows_per_stream:
@@ -78,7 +74,7 @@ def _interleave(streams, steps):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
 def test_native_decoder_equals_compressai_over_steps(lite, dtype):
     streams = _random_streams(lite, [5, 1, 7, 3], lite.M, seed=1)
-    tables = _tables(lite)
+    tables = row_streams.host_tables(lite)
     reference = row_streams.CompressAIDecoders([s for s, _, _ in streams], [q.numel() for _, q, _ in streams], tables)
     fast = row_streams.device_decoders(lite, [s for s, _, _ in streams], torch.device("cpu"))
     for index, ids, want in _interleave(streams, 7):
@@ -196,7 +192,7 @@ def _step_case(model, rows_per_stream, seed):
     gen = torch.Generator().manual_seed(seed)
     shifts = tuple(torch.randint(-6, 7, (fp.M,), generator=gen).tolist())
     thresholds = fp.channel_thresholds(shifts)
-    cdfs, lengths, offsets = _tables(model)
+    cdfs, lengths, offsets = row_streams.host_tables(model)
     cases = []
     for rows in rows_per_stream:
         scale = torch.randint(0, 300 * 4096, (rows, fp.M), generator=gen).double()
@@ -243,3 +239,32 @@ def test_emulated_cuda_decoding_step(lite, emu):
     thresholds, cases = _step_case(lite, [2, 3, 1] * 22 + [1], seed=7)  # 67 streams: two blocks
     held = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cpu")))
     _check_steps(lite, emu.native_rans_decode_step, thresholds, cases, held.state, held.words)
+
+
+def _encode_case(model, seed):
+    """Symbols for 5 streams (one of them empty) of a 9 x M latent, a tenth of them far
+    outside their rows (bypass codes), with the rows they sit in."""
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(row_streams.host_tables(model)[0]), (9 * 3, model.M), generator=gen)
+    q = torch.round(torch.randn(index.shape, generator=gen) * 4).long()
+    wild = torch.rand(index.shape, generator=gen) < 0.1
+    q[wild] = torch.randint(-30000, 30000, (int(wild.sum()),), generator=gen)
+    rows = torch.arange(9).repeat_interleave(3)  # rows 0..8, three positions each
+    return q, index, rows
+
+
+@pytest.mark.parametrize("count", [1, 4, 11])  # 11 > 9 rows: two empty streams
+def test_native_encoder_writes_compressai_bytes(lite, count):
+    if not row_streams.native_available(torch.device("cpu")):
+        pytest.skip("native extension unavailable")
+    q, index, rows = _encode_case(lite, seed=8)
+    want = row_streams.encode(lite, q, index, rows, count, native=False)
+    assert row_streams.encode(lite, q.double(), index, rows, count, native=True) == want
+    assert len(want) == count and all(len(s) >= 8 for s in want)
+
+
+def test_emulated_cuda_encoder_writes_compressai_bytes(lite, emu, monkeypatch):
+    q, index, rows = _encode_case(lite, seed=9)
+    want = row_streams.encode(lite, q, index, rows, 4, native=False)
+    monkeypatch.setattr(torch.ops.ainn_fast, "native_rans_encode", emu.native_rans_encode, raising=False)
+    assert row_streams.encode(lite, q, index, rows, 4, native=True) == want

@@ -53,6 +53,13 @@ TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
       "native_rans_decode_step(Tensor(a!) state, Tensor words, Tensor row_stream, Tensor gaussian,"
       " Tensor thresholds, Tensor cdf, Tensor cdf_length, Tensor offset, Tensor(b!) y_rows, Tensor write,"
       " float unit, float act_max) -> ()");
+  // The encoder: stream s of regions.size(0) codes the positions p with position_stream[p] ==
+  // s (q (positions, channels) int32 symbols, index their CDF rows) into
+  // words[regions[s, 0], regions[s, 1]), ending at regions[s, 1]; returns the words and
+  // where each stream begins (-1: its region was too small). CompressAI's bytes exactly.
+  m.def(
+      "native_rans_encode(Tensor q, Tensor index, Tensor position_stream, Tensor regions, Tensor cdf,"
+      " Tensor cdf_length, Tensor offset, int total_words) -> (Tensor, Tensor)");
   // The fixed-point entropy parameters of one coding step (CUDA only; docs/format.md):
   // the context convolution over each position's window rows of y_rows, concatenated
   // after the hyper parameters params[positions], then the 1x1 layers (LeakyReLU with

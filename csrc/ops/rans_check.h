@@ -59,4 +59,27 @@ inline void check_rans_step_inputs(const at::Tensor& state, const at::Tensor& wo
               op, ": write must be contiguous int64 (rows,)");
 }
 
+inline void check_rans_encode_inputs(const at::Tensor& q, const at::Tensor& index, const at::Tensor& position_stream,
+                                     const at::Tensor& regions, const at::Tensor& cdf, const at::Tensor& cdf_length,
+                                     const at::Tensor& offset, int64_t total_words, at::DeviceType device) {
+  const char* op = "native_rans_encode";
+  for (const at::Tensor* t : {&q, &index, &position_stream, &regions, &cdf, &cdf_length, &offset}) {
+    TORCH_CHECK(t->device().type() == device && t->device() == q.device(), op, ": all tensors on one device");
+    TORCH_CHECK(t->is_contiguous(), op, ": tensors must be contiguous");
+  }
+  TORCH_CHECK(q.scalar_type() == at::kInt && q.dim() == 2, op, ": q must be int32 (positions, channels)");
+  TORCH_CHECK(index.scalar_type() == at::kLong && index.sizes() == q.sizes(), op, ": index must be int64 like q");
+  TORCH_CHECK(position_stream.scalar_type() == at::kLong && position_stream.dim() == 1 &&
+                  position_stream.size(0) == q.size(0),
+              op, ": position_stream must be int64 (positions,)");
+  TORCH_CHECK(regions.scalar_type() == at::kLong && regions.dim() == 2 && regions.size(1) == 2, op,
+              ": regions must be int64 (streams, 2): each stream's [first, end) words");
+  TORCH_CHECK(total_words >= 0, op, ": total_words must be >= 0");
+  TORCH_CHECK(cdf.scalar_type() == at::kInt && cdf.dim() == 2 && cdf.size(0) >= 1 && cdf.size(1) >= 2, op,
+              ": cdf must be int32 (tables, entries >= 2)");
+  TORCH_CHECK(cdf_length.scalar_type() == at::kInt && offset.scalar_type() == at::kInt &&
+                  cdf_length.numel() == cdf.size(0) && offset.numel() == cdf.size(0),
+              op, ": cdf_length and offset must be int32 (tables,)");
+}
+
 }  // namespace ainn_fast

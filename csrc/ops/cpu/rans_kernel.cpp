@@ -5,8 +5,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "ops/rans_check.h"
 #include "ops/rans_decode.h"
+#include "ops/rans_encode.h"
 
 namespace ainn_fast {
 namespace cpu {
@@ -60,11 +63,33 @@ void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at
   });
 }
 
+std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& q, const at::Tensor& index,
+                                               const at::Tensor& position_stream, const at::Tensor& regions,
+                                               const at::Tensor& cdf, const at::Tensor& cdf_length,
+                                               const at::Tensor& offset, int64_t total_words) {
+  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, at::kCPU);
+  at::Tensor words = at::zeros({total_words}, q.options().dtype(at::kInt));
+  at::Tensor begin = at::empty({regions.size(0)}, regions.options());
+  auto* w = reinterpret_cast<uint32_t*>(words.data_ptr<int32_t>());
+  const auto* region = regions.const_data_ptr<int64_t>();
+  auto* b = begin.data_ptr<int64_t>();
+  at::parallel_for(0, regions.size(0), 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t s = lo; s < hi; ++s) {
+      b[s] = rans::encode_stream(s, position_stream.const_data_ptr<int64_t>(), q.size(0), q.const_data_ptr<int32_t>(),
+                                 index.const_data_ptr<int64_t>(), q.size(1), cdf.const_data_ptr<int32_t>(), cdf.size(1),
+                                 cdf_length.const_data_ptr<int32_t>(), offset.const_data_ptr<int32_t>(), cdf.size(0),
+                                 w, region[2 * s], region[2 * s + 1]);
+    }
+  });
+  return {words, begin};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ainn_fast, CPU, m) {
   m.impl("native_rans_decode", &rans_decode);
   m.impl("native_rans_decode_step", &rans_decode_step);
+  m.impl("native_rans_encode", &rans_encode);
 }
 
 }  // namespace cpu

@@ -6,11 +6,13 @@
 
 #include <torch/library.h>
 
+#include <tuple>
 #include <type_traits>
 
 #include "cuda_utils.cuh"
 #include "ops/rans_check.h"
 #include "ops/rans_decode.h"
+#include "ops/rans_encode.h"
 
 namespace ainn_fast {
 namespace cuda {
@@ -95,12 +97,46 @@ void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at
          unit, act_max);
 }
 
+__global__ void rans_encode_kernel(int64_t streams, const int64_t* position_stream, int64_t positions,
+                                   const int32_t* q, const int64_t* index, int64_t channels, const int32_t* cdf,
+                                   int64_t stride, const int32_t* cdf_length, const int32_t* offset, int64_t tables,
+                                   uint32_t* words, const int64_t* regions, int64_t* begin) {
+  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (s >= streams) return;
+  begin[s] = rans::encode_stream(s, position_stream, positions, q, index, channels, cdf, stride, cdf_length, offset,
+                                 tables, words, regions[2 * s], regions[2 * s + 1]);
+}
+
+std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& q, const at::Tensor& index,
+                                               const at::Tensor& position_stream, const at::Tensor& regions,
+                                               const at::Tensor& cdf, const at::Tensor& cdf_length,
+                                               const at::Tensor& offset, int64_t total_words) {
+#ifndef AINN_CUDA_EMULATION
+  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, at::kCUDA);
+#else
+  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, at::kCPU);
+#endif
+  DeviceGuard guard(q.device());
+  at::Tensor words = at::zeros({total_words}, q.options().dtype(at::kInt));
+  at::Tensor begin = at::empty({regions.size(0)}, regions.options());
+  const int64_t streams = regions.size(0);
+  if (streams == 0) return {words, begin};
+  const unsigned int blocks = static_cast<unsigned int>((streams + kStreamThreads - 1) / kStreamThreads);
+  launch(rans_encode_kernel, blocks, kStreamThreads, streams, position_stream.const_data_ptr<int64_t>(), q.size(0),
+         q.const_data_ptr<int32_t>(), index.const_data_ptr<int64_t>(), q.size(1), cdf.const_data_ptr<int32_t>(),
+         cdf.size(1), cdf_length.const_data_ptr<int32_t>(), offset.const_data_ptr<int32_t>(), cdf.size(0),
+         reinterpret_cast<uint32_t*>(words.data_ptr<int32_t>()), regions.const_data_ptr<int64_t>(),
+         begin.data_ptr<int64_t>());
+  return {words, begin};
+}
+
 }  // namespace
 
 #ifndef AINN_CUDA_EMULATION
 TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) {
   m.impl("native_rans_decode", &rans_decode);
   m.impl("native_rans_decode_step", &rans_decode_step);
+  m.impl("native_rans_encode", &rans_encode);
 }
 #endif
 
