@@ -5,17 +5,19 @@ z is coded with the factorized entropy bottleneck; y with the Gaussian condition
 context of already decoded positions, computed in fixed point (:mod:`.fixed_point`) so that
 they are identical on every device and batch.
 
-Formats 2 and 3 (docs/format.md) decode in wavefronts: with a 5x5 causal context,
+Formats 2 to 4 (docs/format.md) decode in wavefronts: with a 5x5 causal context,
 position (i, j) depends only on positions of earlier fronts t = 3i + j, so all positions of
 a front (of every image of a batch) are computed together: one context evaluation and one
-``decode_stream`` call per front and image instead of per position. The y stream holds the
-symbols in that order (fronts by t, positions by row, channels), so the serial reference
-decoder, :func:`decode_latents_serial`, which visits the positions one at a time in integer
+decoding step per front instead of per position. The y stream holds the symbols in that
+order (fronts by t, positions by row, channels), so the serial reference decoder,
+:func:`decode_latents_serial`, which visits the positions one at a time in integer
 arithmetic, reads the same stream. A model with the checkerboard context codes in two
 steps instead (anchors without context, then the rest; :func:`coding_steps`), through the
 same batched loop. Format 3 adds a scale shift per image (or per channel of an image),
-which the encoder picks to make the file smallest (:func:`choose_scale_shift`). Version 1
-files (float parameters, raster order) still decode with :func:`decode_latents_v1`.
+which the encoder picks to make the file smallest (:func:`choose_scale_shift`). Format 4
+deals y's rows to several streams (:mod:`.row_streams`), so that a front's symbols decode
+at once, on the device that computed their parameters. Version 1 files (float
+parameters, raster order) still decode with :func:`decode_latents_v1`.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 
+from . import row_streams
 from .container import delta_bits, pack_deltas
 from .errors import FormatError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
 from .front_steps import PaddedEncodeFronts, PaddedFronts
-from . import row_streams
 from .row_streams import guard, host_tables
 
 KERNEL = CONTEXT_KERNEL
@@ -344,7 +346,7 @@ def encode_latents(
     tables = host_tables(model) if streams == 0 else None
     height, width = y.shape[-2:]
     schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
-    count = streams if streams else row_streams.default_streams(height, width, model.config.context)
+    count = streams if streams else row_streams.default_streams(height, width)
     y_strings, shifts = [], []
     for b, (q, scale) in enumerate(coded):
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)

@@ -8,10 +8,12 @@ the number of rows a front spans (ceil(w / 3) for the 5x5 context's fronts t = 3
 every stream holds at most one position of a front, so all positions of a front decode
 at once, one thread per stream, on the CPU or on the GPU (``native_rans_decode``).
 
-Streams are written by CompressAI's encoder and read either by CompressAI's decoder (the
-reference, and the path when the native extension is missing) or by the native kernel
-(csrc/ops/rans_decode.h), which must give the same symbols (tests/test_row_streams.py).
-K = 1 is format 3's single stream.
+The streams are CompressAI's rANS coder's. They are written by ``native_rans_encode``
+(all streams at once, on the symbols' device) or by CompressAI's encoder, and read by
+``native_rans_decode(_step)`` or by CompressAI's decoder; CompressAI's side is the
+reference and the path when the native extension is missing, and the native kernels
+(csrc/ops/rans_encode.h, rans_decode.h) must give its bytes and symbols exactly
+(tests/test_row_streams.py). K = 1 is format 3's single stream.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ MIN_STREAM_BYTES = 8  # the coder's flush: the final 64-bit state
 EMPTY_STREAM = (2**31).to_bytes(8, "little")
 
 
-def default_streams(height: int, width: int, context: str = "serial") -> int:
-    """The encoder's default K for a latent of ``height`` x ``width``: the most rows one
-    step of the coding order spans (a front of the serial context spans ceil(w / 3) rows,
-    a checkerboard pass all of them, for which the same count keeps the rate cost alike),
-    at most the rows there are."""
+def default_streams(height: int, width: int) -> int:
+    """The encoder's default K for a latent of ``height`` x ``width``: the most rows a
+    front of the serial context spans, ceil(w / 3), at most the rows there are. (A
+    checkerboard pass spans every row; it gets the same count, which keeps the rate cost
+    alike and still gives each stream few positions a pass.)"""
     return max(1, min(height, math.ceil(width / 3), MAX_STREAMS))
 
 
