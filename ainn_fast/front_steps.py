@@ -1,17 +1,24 @@
 """The coder's context steps at one fixed shape, so that CUDA graphs can replay them.
 
-On a GPU the wavefront decode (and encode) is bound by launches, not arithmetic: each of the 141 fronts
-of a 768x512 image runs some 35 small kernels (context gather, four integer matmuls with
-their requantisation, scale indexes, the write-back), and the H200 took 165 ms for the
-latents of the paper configuration (benchmarks/results/h200_2026-12-04.md), about 1.2 ms
-a front. Padding every front to the longest one gives all steps one shape; the parameter
-computation and the write-back are then each captured once and replayed per front.
+On a GPU the wavefront decode (and encode) is bound by launches, not arithmetic: each of
+the 141 fronts of a 768x512 image ran some 35 small kernels (context gather, four integer
+matmuls with their requantisation, scale indexes, the write-back) and a round trip to
+the host for the rANS decoding, and the H200 took 165 ms for the latents of the paper
+configuration (benchmarks/results/h200_2026-12-04.md), about 1.2 ms a front. Padding
+every front to the longest one gives all steps one shape. The decoder with format 4's
+row streams decoded on the device (:meth:`PaddedFronts.decode_all`) and the encoder
+(:meth:`PaddedEncodeFronts.encode_all`) then run every front as one loop that never
+waits for the host, recorded once as a single CUDA graph; with the native CUDA kernels a
+front is five of them (four parameter layers, one decoding step). Without the native
+decoder, the parameter computation and the write-back are each captured once and
+replayed per front around the host's rANS decoding.
 
 Padding rows gather their context from row 0 of the y_hat buffer (always in its zero
 border) and their hyper parameters from row 0, and write to a scratch row after the
-buffer. The arithmetic is exact integer arithmetic in float64 (fixed_point.py), so a real
-row's result does not depend on which other rows share the matmul: the padded steps give
-the same symbols bit for bit, with or without graphs (tests/test_wavefront.py).
+buffer (or, decoding, nowhere: they belong to no stream). The arithmetic is exact
+integer arithmetic in float64 (fixed_point.py), so a real row's result does not depend
+on which other rows share the matmul: the padded steps give the same symbols bit for
+bit, with or without graphs (tests/test_wavefront.py).
 """
 
 from __future__ import annotations
