@@ -418,7 +418,16 @@ def decode_latents(
             symbols += (torch.bincount(schedule.rows_in_order(b) % k, minlength=k) * model.M).tolist()
         decoders = row_streams.CompressAIDecoders(streams, symbols, host_tables(model))
     stream_of = schedule.row_streams(counts)
+    # One shift for the whole batch and the native decoder: a step is its parameters and
+    # one decoding kernel that also picks the table rows and writes y_hat.
+    one_step = native and fixed is None and len(set(shifts)) == 1
+    if one_step:
+        thresholds = fp.channel_thresholds(shifts[0] if isinstance(shifts[0], tuple) else (shifts[0],) * fp.M)
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
+        if one_step:
+            gaussian = fp.position_gaussian(y_flat, params, window, at)
+            decoders.decode_step(gaussian, thresholds, stream_of[k], y_flat, write)
+            continue
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at))
         else:
