@@ -268,3 +268,13 @@ def test_emulated_cuda_encoder_writes_compressai_bytes(lite, emu, monkeypatch):
     want = row_streams.encode(lite, q, index, rows, 4, native=False)
     monkeypatch.setattr(torch.ops.ainn_fast, "native_rans_encode", emu.native_rans_encode, raising=False)
     assert row_streams.encode(lite, q, index, rows, 4, native=True) == want
+
+
+@cuda
+def test_cuda_encoder_writes_compressai_bytes(lite):
+    import copy
+
+    q, index, rows = _encode_case(lite, seed=10)
+    want = row_streams.encode(lite, q, index, rows, 4, native=False)
+    gpu = copy.deepcopy(lite).cuda()
+    assert row_streams.encode(gpu, q.cuda(), index.cuda(), rows, 4, native=True) == want
