@@ -65,11 +65,14 @@ for s in $STEPS; do
     decode)  # issue 7: encode / decode per image vs CompressAI's serial mbt2018, in one run
         step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs paper \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_paper_$TAG.json" --force ;;
-    decode_streams)  # format 4's stream count: half the default (two positions a front per stream), and one
-        step decode_streams 60 sh -c "python3 -m ainn_fast.cli bench --device cuda --configs paper --cuda-graphs \
-            --no-serial --no-baseline --streams 8 -o $LOG/decode_paper_k8_$TAG.json --force && \
+    decode_streams)  # format 4's stream count: half the default (two positions a front per stream) and one;
+        # then the default without CUDA graphs (the per-step device path, and a figure if capture fails)
+        step decode_streams 90 sh -c "python3 -m ainn_fast.cli bench --device cuda --configs paper --cuda-graphs \
+            --no-serial --no-baseline --streams 8 -o $LOG/decode_paper_k8_$TAG.json --force; \
             python3 -m ainn_fast.cli bench --device cuda --configs paper --cuda-graphs --no-serial --no-baseline \
-            --streams 1 -o $LOG/decode_paper_k1_$TAG.json --force" ;;
+            --streams 1 -o $LOG/decode_paper_k1_$TAG.json --force; \
+            python3 -m ainn_fast.cli bench --device cuda --configs paper --no-serial --no-baseline \
+            -o $LOG/decode_paper_eager_$TAG.json --force" ;;
     decode_more)
         step decode_lite 40 python3 -m ainn_fast.cli bench --device cuda --configs lite --no-serial --no-baseline \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_lite_$TAG.json" --force
