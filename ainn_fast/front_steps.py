@@ -98,6 +98,8 @@ class PaddedFronts:
                 stage()
             self._graphs.append(graph)
             pool = graph.pool()
+        if isinstance(self.shift, tuple):  # the graphs read these thresholds: keep them alive
+            self._graph_inputs = self.fp.channel_thresholds(self.shift)
         return self
 
     def _run(self, stage: int) -> None:
@@ -130,31 +132,32 @@ class PaddedFronts:
         one CUDA graph, recorded for these buffers and replayed while they stay the same
         (decoders.load refills them in place); every step must have context (the serial
         context's fronts)."""
+        shift = self.shift if isinstance(self.shift, tuple) else (self.shift,) * self.fp.M
+        thresholds = self.fp.channel_thresholds(shift)
         if self.fp.device.type != "cuda":
-            self._decode_loop(decoders, stream_rows)
+            self._decode_loop(decoders, stream_rows, thresholds)
             return
-        key = (decoders.words.data_ptr(), decoders.state.data_ptr(), stream_rows.data_ptr())
+        key = (decoders.words.data_ptr(), decoders.state.data_ptr(), stream_rows.data_ptr(), thresholds.data_ptr())
         if getattr(self, "_loop_key", None) != key:
             state = decoders.state.clone()
             side = torch.cuda.Stream()  # warm-up first, as capture requires; it decodes, so restore after
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._decode_loop(decoders, stream_rows)
+                self._decode_loop(decoders, stream_rows, thresholds)
             torch.cuda.current_stream().wait_stream(side)
             self._loop = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._loop):
-                self._decode_loop(decoders, stream_rows)
-            self._loop_key = key
+                self._decode_loop(decoders, stream_rows, thresholds)
+            # The graph holds raw pointers: keep what it reads alive while it exists.
+            self._loop_key, self._loop_inputs = key, (decoders.words, decoders.state, stream_rows, thresholds)
             decoders.state.copy_(state)
             self.y_rows.zero_()
         self._loop.replay()
 
-    def _decode_loop(self, decoders, stream_rows: torch.Tensor) -> None:
+    def _decode_loop(self, decoders, stream_rows: torch.Tensor, thresholds: torch.Tensor) -> None:
         # Each step reads its own index tensors (no copies into the static ones); on a GPU
         # with the native ops it is one kernel per parameter layer, then one to decode and
         # write y_hat.
-        shift = self.shift if isinstance(self.shift, tuple) else (self.shift,) * self.fp.M
-        thresholds = self.fp.channel_thresholds(shift)
         for n, (window, at, write) in enumerate(self.padded.values()):
             gaussian = self.fp.position_gaussian(self.y_rows, self.params, window, at, self.fused)
             decoders.decode_step(gaussian, thresholds, stream_rows[n], self.y_rows, write)
