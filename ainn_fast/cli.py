@@ -99,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", default="ainn-demo", help="folder for the .ainn and .png (default ainn-demo)")
     m.add_argument("-q", "--quality", type=int, choices=range(1, 9), metavar="1..8", help="quality (default 3)")
     m.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    _streams_option(m)
     _refine_option(m)
     _precision_option(m)
     common(m)

@@ -169,3 +169,13 @@ def test_bench_writes_json_whose_sizes_are_real_files(capsys, tmp_path):
 def test_bench_refuses_a_bad_size(capsys):
     rc, _, err = run(capsys, "bench", "--size", "big")
     assert rc == 2 and err.count("\n") == 1 and "WIDTHxHEIGHT" in err
+
+
+def test_demo_writes_a_file_and_its_decoding(capsys, tmp_path):
+    # The README's main job; --streams reaches its encoder too (0: format 3's one stream).
+    rc, out, err = run(capsys, "demo", "-o", tmp_path, "--streams", "0")
+    assert rc == 0, err
+    data = (tmp_path / "astronaut.ainn").read_bytes()
+    assert container.unpack(data).header.version == 3 and f"{len(data)} bytes" in out
+    with Image.open(tmp_path / "astronaut.png") as img:
+        assert img.size == (512, 512)
