@@ -20,6 +20,12 @@ namespace {
 
 constexpr int kStreamThreads = 64;
 
+#ifndef AINN_CUDA_EMULATION
+constexpr at::DeviceType kTensorDevice = at::kCUDA;
+#else
+constexpr at::DeviceType kTensorDevice = at::kCPU;  // the emulation runs on CPU tensors
+#endif
+
 template <typename Out>
 __global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
                                    const int64_t* row_stream, int64_t rows, const int64_t* index, int64_t channels,
@@ -35,11 +41,7 @@ __global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const u
 at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
                        const at::Tensor& index, const at::Tensor& cdf, const at::Tensor& cdf_length,
                        const at::Tensor& offset, at::ScalarType dtype) {
-#ifndef AINN_CUDA_EMULATION
-  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, at::kCUDA);
-#else
-  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, at::kCPU);
-#endif
+  check_rans_inputs(state, words, row_stream, index, cdf, cdf_length, offset, dtype, kTensorDevice);
   DeviceGuard guard(state.device());
   const int64_t rows = index.size(0), channels = index.size(1), streams = state.size(0);
   at::Tensor out = at::zeros({rows, channels}, index.options().dtype(dtype));
@@ -78,13 +80,8 @@ void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at
                       const at::Tensor& gaussian, const at::Tensor& thresholds, const at::Tensor& cdf,
                       const at::Tensor& cdf_length, const at::Tensor& offset, const at::Tensor& y_rows,
                       const at::Tensor& write, double unit, double act_max) {
-#ifndef AINN_CUDA_EMULATION
   check_rans_step_inputs(state, words, row_stream, gaussian, thresholds, cdf, cdf_length, offset, y_rows, write,
-                         at::kCUDA);
-#else
-  check_rans_step_inputs(state, words, row_stream, gaussian, thresholds, cdf, cdf_length, offset, y_rows, write,
-                         at::kCPU);
-#endif
+                         kTensorDevice);
   DeviceGuard guard(state.device());
   const int64_t streams = state.size(0);
   if (streams == 0 || row_stream.size(0) == 0) return;
@@ -111,11 +108,7 @@ std::tuple<at::Tensor, at::Tensor> rans_encode(const at::Tensor& q, const at::Te
                                                const at::Tensor& position_stream, const at::Tensor& regions,
                                                const at::Tensor& cdf, const at::Tensor& cdf_length,
                                                const at::Tensor& offset, int64_t total_words) {
-#ifndef AINN_CUDA_EMULATION
-  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, at::kCUDA);
-#else
-  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, at::kCPU);
-#endif
+  check_rans_encode_inputs(q, index, position_stream, regions, cdf, cdf_length, offset, total_words, kTensorDevice);
   DeviceGuard guard(q.device());
   at::Tensor words = at::zeros({total_words}, q.options().dtype(at::kInt));
   at::Tensor begin = at::empty({regions.size(0)}, regions.options());
