@@ -1,10 +1,16 @@
 """Decoding one image, all cases in one run on one machine (CPU, or the GPU when present).
 
 Latents (lite configuration with its shipped weights, astronaut photo scaled to 768x512
-and 256x256): ``wavefront`` (format 2, the product path), ``serial_reference`` (format 2's
-int64 loop, one position at a time), ``serial_v1`` (format 1's float raster loop, the
-CompressAI structure with trimmed CDF tables) and ``compressai_mbt2018`` (CompressAI's own
-serial decompress of its N = M = 192 joint model, untrained weights: timing only).
+and 256x256): ``wavefront`` (format 4, the product path: row streams decoded by the
+native step kernel on the device), ``wavefront_host_rans`` (the same file through
+CompressAI's decoder on the host and the torch parameter ops), ``wavefront_format3`` (one
+stream), ``serial_reference`` (the int64 loop, one position at a time), ``serial_v1``
+(format 1's float raster loop, the CompressAI structure with trimmed CDF tables) and
+``compressai_mbt2018`` (CompressAI's own serial decompress of its N = M = 192 joint
+model, untrained weights: timing only).
+
+rANS coding alone (768x512): format 4's 16 row streams of that photo's symbols, coded by
+``native_rans_encode`` and by CompressAI's encoder one stream at a time (the same bytes).
 
 Synthesis (768x512): the eager model against ``prepare_for_decoding`` in float32 and
 bfloat16, contiguous and channels_last.
@@ -43,7 +49,9 @@ def _run(benchmark, fn, rounds: int):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("decoder", ["wavefront", "serial_reference", "serial_v1", "compressai_mbt2018"])
+@pytest.mark.parametrize(
+    "decoder", ["wavefront", "wavefront_host_rans", "wavefront_format3", "serial_reference", "serial_v1", "compressai_mbt2018"]
+)
 def test_decode_latents(benchmark, lite, size, decoder):
     benchmark.group = f"decode latents {size}"
     image = bench.photo(*SIZES[size])
@@ -56,16 +64,42 @@ def test_decode_latents(benchmark, lite, size, decoder):
         out = model.to(DEVICE).compress(x.to(DEVICE))
         _run(benchmark, lambda: model.decompress(out["strings"], out["shape"]), rounds=1)
         return
-    version = 1 if decoder == "serial_v1" else container.VERSION
+    version = {"serial_v1": 1, "wavefront_format3": 3}.get(decoder, container.VERSION)
     c = container.unpack(codec.encode(image, lite, device=DEVICE, version=version)[0])
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
+    wavefront = lambda native=None: entropy_coding.decode_latents(  # noqa: E731
+        lite, [c.y_streams()], [c.z], [latent], DEVICE, scale_shifts=shifts, native=native
+    )
     fn = {
-        "wavefront": lambda: entropy_coding.decode_latents(lite, [c.y_streams()], [c.z], [latent], DEVICE, scale_shifts=shifts),
+        "wavefront": wavefront,
+        "wavefront_host_rans": lambda: wavefront(native=False),
+        "wavefront_format3": wavefront,
         "serial_reference": lambda: entropy_coding.decode_latents_serial(lite, c.y_streams(), c.z, latent, c.y_shift()),
         "serial_v1": lambda: entropy_coding.decode_latents_v1(lite, c.y, c.z, latent),
     }[decoder]
-    _run(benchmark, fn, rounds=5 if decoder == "wavefront" else 1)
+    _run(benchmark, fn, rounds=5 if decoder.startswith("wavefront") else 1)
+
+
+@pytest.mark.parametrize("coder", ["native", "compressai"])
+def test_rans_encode(benchmark, lite, coder):
+    from ainn_fast import row_streams
+    from ainn_fast.fixed_point import fixed_point
+
+    benchmark.group = "rANS coding of y, 768x512, 16 row streams"
+    with torch.no_grad():
+        x = bench.photo(768, 512)
+        y = lite.g_a(torch.from_numpy(np.asarray(x).copy()).permute(2, 0, 1)[None].float().div(255).to(DEVICE))
+    _, _, ((q, scale),) = entropy_coding.quantize_latents(lite, y)
+    fp = fixed_point(lite, DEVICE)
+    index = fp.scale_index(scale, 0).view(-1, fp.M)
+    rows = entropy_coding._schedule(fp, [tuple(y.shape[-2:])], "serial").rows_in_order(0)
+    count = row_streams.default_streams(*y.shape[-2:])
+    native = coder == "native"
+    if native and not row_streams.native_available(DEVICE):
+        pytest.skip("native extension unavailable")
+    streams = _run(benchmark, lambda: row_streams.encode(lite, q.view(-1, fp.M), index, rows, count, native), rounds=5)
+    assert streams == row_streams.encode(lite, q.view(-1, fp.M), index, rows, count, native=not native)
 
 
 # The synthesis g_s of one 768x512 image as decoding runs it (prepare_for_decoding), by
