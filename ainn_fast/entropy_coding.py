@@ -232,7 +232,7 @@ class _Schedule:
     def padded(
         self, fp: FixedPointEntropy, batch: int, shift: int | tuple[int, ...] | None, fused: bool = True
     ) -> PaddedFronts:
-        """The padded context steps with their own buffers (captured as CUDA graphs on a
+        """The padded context steps with their own buffers (replayed from CUDA graphs on a
         GPU), kept for the next call of the same batch size, shift and ``fused``: capture
         is paid once. ``shift=None``: the encoder's (:class:`PaddedEncodeFronts`)."""
         cache = self.__dict__.setdefault("_padded", {})
@@ -245,8 +245,7 @@ class _Schedule:
                 fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch)
             else:
                 fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift, fused)
-            # The decoder's per-step graphs (the host decoder's path); the encoder records its whole loop.
-            cache[key] = fixed.capture() if fp.device.type == "cuda" and shift is not None else fixed
+            cache[key] = fixed  # its graphs are recorded by the path that replays them
         return cache[key]
 
 
@@ -323,12 +322,11 @@ def quantize_latents(
     return z_strings, torch.cat(_latent(y_pad, sizes)), coded
 
 
-def rans_encode(model, q: torch.Tensor, index: torch.Tensor, tables: tuple[list, list, list] | None = None) -> bytes:
-    """One y stream of symbols ``q`` with table rows ``index`` (``tables``: :func:`row_streams.host_tables`,
-    converted once by a caller that codes several streams)."""
-    encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(q.to(torch.int64).tolist(), index.tolist(), *(tables or host_tables(model)))
-    return encoder.flush()
+def rans_encode(model, q: torch.Tensor, index: torch.Tensor) -> bytes:
+    """One y stream (formats 2 and 3) of symbols ``q`` with table rows ``index``, in stream
+    order: format 4's coder with a single stream."""
+    q, index = q.reshape(-1, model.M), index.reshape(-1, model.M)
+    return row_streams.encode(model, q, index, torch.zeros(len(q), dtype=torch.long), 1)[0]
 
 
 def encode_latents(
@@ -343,7 +341,6 @@ def encode_latents(
     ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
     z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts)
-    tables = host_tables(model) if streams == 0 else None
     height, width = y.shape[-2:]
     schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
     count = streams if streams else row_streams.default_streams(height, width)
@@ -352,7 +349,7 @@ def encode_latents(
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
         index = fp.scale_index(scale, shifts[-1])
         if streams == 0:
-            y_strings.append(rans_encode(model, q, index, tables))
+            y_strings.append(rans_encode(model, q, index))
         else:
             split = row_streams.encode(model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count)
             y_strings.append(row_streams.pack(split))

@@ -82,8 +82,13 @@ class PaddedFronts:
         self.y_rows.index_copy_(0, self.write, (self.q * UNIT + self.mean).clamp_(-ACT_MAX, ACT_MAX))
 
     def capture(self) -> "PaddedFronts":
-        """Record the two stages as CUDA graphs (the static buffers point every write at the
-        scratch row meanwhile, and the caller resets the buffers before each use)."""
+        """Record the two stages as CUDA graphs. Only the per-step path replays them (the
+        host's rANS decoding between), so :meth:`parameters` records them at its first call;
+        the static buffers are pointed at the scratch row first, so that the warm-up writes
+        nothing real."""
+        self.window.zero_()
+        self.at.zero_()
+        self.write.fill_(self.scratch)
         stages = (self._parameters, self._write_back)
         side = torch.cuda.Stream()  # warm up on a side stream first, as capture requires
         side.wait_stream(torch.cuda.current_stream())
@@ -116,6 +121,8 @@ class PaddedFronts:
 
     def parameters(self, k: int, n: int) -> torch.Tensor:
         """Scale indexes (n, M) of the n positions of step ``k`` (on the device)."""
+        if self._graphs is None and self.fp.device.type == "cuda":
+            self.capture()
         self._load(k)
         self._run(0)
         return self.index[:n]

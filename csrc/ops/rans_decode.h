@@ -100,6 +100,22 @@ AINN_HD int32_t decode_symbol(Stream& s, const uint32_t* words, const int32_t* c
   return ((raw & 1u) ? -half - 1 : half + max_value) + offset;
 }
 
+// CDF row t of the tables (tables rows of cdf_stride entries), with t and the row's length
+// clamped into range: a damaged index or length cannot reach outside the tables.
+struct TableRow {
+  const int32_t* cdf;
+  int32_t length;
+  int32_t offset;
+};
+
+AINN_HD TableRow table_row(int64_t t, const int32_t* cdf, int64_t cdf_stride, const int32_t* cdf_length,
+                           const int32_t* offset, int64_t tables) {
+  t = t < 0 ? 0 : (t >= tables ? tables - 1 : t);
+  int32_t length = cdf_length[t];
+  length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
+  return {cdf + t * cdf_stride, length, offset[t]};
+}
+
 // Decode the symbols of rows [0, rows) that belong to `stream`, in row order: row r holds
 // `channels` symbols, coded with table rows index[r * channels + c]. Other rows are left.
 template <typename Out>
@@ -109,11 +125,8 @@ AINN_HD void decode_rows(Stream& s, const uint32_t* words, int64_t stream, const
   for (int64_t r = 0; r < rows; ++r) {
     if (row_stream[r] != stream) continue;
     for (int64_t c = 0; c < channels; ++c) {
-      int64_t t = index[r * channels + c];
-      t = t < 0 ? 0 : (t >= tables ? tables - 1 : t);
-      int32_t length = cdf_length[t];
-      length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
-      out[r * channels + c] = static_cast<Out>(decode_symbol(s, words, cdf + t * cdf_stride, length, offset[t]));
+      const TableRow row = table_row(index[r * channels + c], cdf, cdf_stride, cdf_length, offset, tables);
+      out[r * channels + c] = static_cast<Out>(decode_symbol(s, words, row.cdf, row.length, row.offset));
     }
   }
 }
@@ -140,10 +153,8 @@ AINN_HD void decode_step(Stream& s, const uint32_t* words, int64_t stream, const
         const int64_t mid = (lo + hi) >> 1;
         if (thr[mid] < scale[c]) lo = mid + 1; else hi = mid;
       }
-      const int64_t t = lo < tables ? lo : tables - 1;
-      int32_t length = cdf_length[t];
-      length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
-      const T q = static_cast<T>(decode_symbol(s, words, cdf + t * cdf_stride, length, offset[t]));
+      const TableRow row = table_row(lo, cdf, cdf_stride, cdf_length, offset, tables);
+      const T q = static_cast<T>(decode_symbol(s, words, row.cdf, row.length, row.offset));
       const T v = q * unit + mean[c];
       dst[c] = v < -act_max ? -act_max : (v > act_max ? act_max : v);
     }

@@ -74,11 +74,8 @@ AINN_HD int64_t encode_stream(int64_t stream, const int64_t* position_stream, in
   for (int64_t p = positions - 1; p >= 0; --p) {
     if (position_stream[p] != stream) continue;
     for (int64_t c = channels - 1; c >= 0; --c) {
-      int64_t t = index[p * channels + c];
-      t = t < 0 ? 0 : (t >= tables ? tables - 1 : t);
-      int32_t length = cdf_length[t];
-      length = length < 2 ? 2 : (length > cdf_stride ? static_cast<int32_t>(cdf_stride) : length);
-      if (!encode_symbol(x, words, ptr, floor, q[p * channels + c], cdf + t * cdf_stride, length, offset[t])) return -1;
+      const TableRow row = table_row(index[p * channels + c], cdf, cdf_stride, cdf_length, offset, tables);
+      if (!encode_symbol(x, words, ptr, floor, q[p * channels + c], row.cdf, row.length, row.offset)) return -1;
     }
   }
   if (ptr - 2 < floor) return -1;
