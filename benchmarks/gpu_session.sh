@@ -61,7 +61,7 @@ for s in $STEPS; do
     case $s in
     build)
         { nvidia-smi; echo "CUDA_HOME=$CUDA_HOME"; python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$LOG/machine.txt" 2>&1
-        step build 60 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'), n.extension_origin())" ;;
+        step build 180 python3 -c "import ainn_fast.native as n; print('cpu:', n.probe('cpu'), 'cuda:', n.probe('cuda'), n.extension_origin())" ;;
     decode)  # issue 7: encode / decode per image vs CompressAI's serial mbt2018, in one run
         step decode 120 python3 -m ainn_fast.cli bench --device cuda --configs paper \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_paper_$TAG.json" --force ;;
