@@ -215,7 +215,7 @@ def _padded_fronts_cases(lite):
     yield lite, [row_streams.unpack(s) for s in strings], zs, [(8, 12)] * 3, shifts, y_hat  # format 4's row streams
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(lite, y[1:2])
     yield lite, strings, zs, [(8, 12)], shifts, y_hat
-    board = codec.prepare_model(with_context(lite, "checkerboard"))
+    board = codec.prepare_model(with_context(lite, "checkerboard"), y.device)
     with torch.no_grad():
         y = board.g_a(x[None].to(y.device))
     strings, zs, y_hat, shifts = entropy_coding.encode_latents(board, y)
