@@ -199,9 +199,9 @@ class FixedPointEntropy:
         """``native_entropy_params``'s arguments after (y_rows, params, window, positions)."""
         convs = [a for k, a in self.params if k == "conv"]
         slopes = [a for k, a in self.params if k == "leaky"]
-        return (
-            self._ctx_weight.contiguous(), self.context.bias.contiguous(), self.context.shift,
-            [c.weight[0].contiguous() for c in convs], [c.bias.contiguous() for c in convs], [c.shift for c in convs],
+        return (  # weights as (outputs, inputs): a warp's lanes read one output's row together
+            self._ctx_weight.t().contiguous(), self.context.bias.contiguous(), self.context.shift,
+            [c.weight[0].t().contiguous() for c in convs], [c.bias.contiguous() for c in convs], [c.shift for c in convs],
             slopes[0] if slopes else 0, float(ACT_MAX),
         )
 

@@ -260,8 +260,8 @@ def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels,
 @pytest.mark.parametrize("model_name", ["tiny", "lite", "lite_checkerboard"])
 def test_fused_entropy_params_equal_the_torch_path(emu, tiny_codec_model, model_name, scale):
     # The CUDA kernels of native_entropy_params on the host against FixedPointEntropy's
-    # torch path: integer-valued float64 sums, so equal bit for bit, with a tail tile
-    # (7 positions: 4 + 3) and a single position.
+    # torch path: integer-valued float64 sums, so equal bit for bit: a warp's tile of 8
+    # positions short by one, a single position, and 19 (two tiles and a short one).
     from ainn_fast import codec
     from ainn_fast.checkpoint import with_context
     from ainn_fast.fixed_point import FixedPointEntropy
@@ -276,7 +276,9 @@ def test_fused_entropy_params_equal_the_torch_path(emu, tiny_codec_model, model_
     height, width, batch = 6, 7, 2
     y_pad = torch.randint(-scale, scale + 1, (batch * (height + 4) * (width + 4), fp.M)).double()
     params = torch.randint(-scale, scale + 1, (batch * height * width, 2 * fp.M)).double()
-    for b, i, j in ([[0, 0, 1, 1, 1, 0, 1], [0, 2, 5, 3, 1, 4, 0], [0, 6, 3, 2, 4, 1, 6]], [[1], [5], [6]]):
+    g = torch.Generator().manual_seed(5)
+    many = [torch.randint(0, n, (19,), generator=g).tolist() for n in (batch, height, width)]
+    for b, i, j in ([[0, 0, 1, 1, 1, 0, 1], [0, 2, 5, 3, 1, 4, 0], [0, 6, 3, 2, 4, 1, 6]], [[1], [5], [6]], many):
         b, i, j = torch.tensor(b), torch.tensor(i), torch.tensor(j)
         window = fp.window_index(b, i, j, (height + 4, width + 4))
         at = (b * height + i) * width + j

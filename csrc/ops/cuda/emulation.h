@@ -150,6 +150,21 @@ inline void __syncthreads() {
   swapcontext(&b->current->context, &b->scheduler);
 }
 
+// __shfl_xor_sync on the block's fibers: each thread posts its value, meets the block at a
+// barrier, reads its partner's (thread ^ lane_mask, in the same warp for masks below 32),
+// and meets the block again before the slots are reused. Valid where every thread of the
+// block that has not returned shuffles alike, as a full-mask shuffle needs in CUDA too.
+template <typename T>
+T __shfl_xor_sync(unsigned int /*mask*/, T value, int lane_mask) {
+  static T slots[1024];
+  const int t = static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+  slots[t] = value;
+  __syncthreads();
+  const T other = slots[t ^ lane_mask];
+  __syncthreads();
+  return other;
+}
+
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
   const int threads = static_cast<int>(block.x * block.y * block.z);
