@@ -350,12 +350,7 @@ def test_torch_compile_traces_the_native_ops():
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_tiny_model_native_equals_reference(perturbed_tiny_model, mode):
-    tiny_model = perturbed_tiny_model.train(mode == "train")
-    x = torch.rand(1, 3, 64, 64)
-    from conftest import assert_model_runs_close, run_model_on_backend
-
-    ref = run_model_on_backend(tiny_model, x, "reference")
-    assert_model_runs_close(run_model_on_backend(tiny_model, x, "native"), ref)
+    _model_on_both_backends(perturbed_tiny_model, "cpu", mode)
 
 
 def test_auto_on_cpu_prefers_native(monkeypatch):
@@ -404,13 +399,34 @@ def test_cuda_other_dtypes(name, dtype):
         torch.testing.assert_close(n.float(), r.to(dtype).float(), **tol)
 
 
+def _model_on_both_backends(model: torch.nn.Module, device: str, mode: str) -> None:
+    """The whole model on the native backend against the reference. Train mode on a GPU:
+    fp32 runs differed in one gradient (fdsm_s.masknet.conv1.weight, 1e-3 of its largest
+    entry, H200 2026-12-04) where BatchNorm's backward with batch statistics cancels most
+    of it, so ulp-level differences grow; the CPU kernels stayed within 1e-4. So in train
+    mode the two backends are also compared in float64, where rounding differences vanish
+    (1e-8) but a wrong formula or a lost contribution does not, and the fp32 native run
+    must be as close to that float64 run as the fp32 reference is."""
+    import copy
+
+    from conftest import assert_model_runs_as_close_to_truth, assert_model_runs_close, run_model_on_backend
+
+    model = model.to(device).train(mode == "train")
+    x = torch.rand(1, 3, 64, 64, device=device)
+    ref = run_model_on_backend(model, x, "reference")
+    got = run_model_on_backend(model, x, "native")
+    if mode == "eval" or device == "cpu":  # the CPU kernels hold 1e-4 in train mode too
+        assert_model_runs_close(got, ref)
+    if mode == "eval":
+        return
+    wide = copy.deepcopy(model).double()
+    truth = run_model_on_backend(wide, x.double(), "reference")
+    assert_model_runs_close(run_model_on_backend(wide, x.double(), "native"), truth, rtol=1e-8)
+    assert_model_runs_as_close_to_truth(got, ref, truth)
+
+
 @cuda
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_cuda_tiny_model_native_equals_reference(perturbed_tiny_model, exact_cuda, mode):
     _require_native("cuda")
-    from conftest import assert_model_runs_close, run_model_on_backend
-
-    tiny_model = perturbed_tiny_model.cuda().train(mode == "train")
-    x = torch.rand(1, 3, 64, 64, device="cuda")
-    ref = run_model_on_backend(tiny_model, x, "reference")
-    assert_model_runs_close(run_model_on_backend(tiny_model, x, "native"), ref)
+    _model_on_both_backends(perturbed_tiny_model, "cuda", mode)
