@@ -4,8 +4,10 @@ the same run on the same machine (ratios are only meaningful that way).
 Rows per configuration: end-to-end encode (image -> file bytes) and decode (file bytes ->
 image), the decode's two parts (wavefront latent decode, synthesis), and the serial loops
 it replaces: format 1's float raster loop (CompressAI's structure, our trimmed tables) and
-the int64 serial reference of formats 2 to 4; and the same latents with CompressAI's
-decoder on the host instead of the native one on the device. CompressAI's own mbt2018 (N = M = 192, the same
+the int64 serial reference of formats 2 to 4; and the latent decode and the encode on
+every entropy path of the device (entropy_coding.ENTROPY_PATHS: CompressAI's coder on the
+host, the native rANS kernels on the device, and on a GPU the fused parameter kernels
+too). CompressAI's own mbt2018 (N = M = 192, the same
 joint hyperprior + 5x5 context model, untrained weights: timing only) is measured on the
 same image as the outside baseline.
 """
@@ -89,18 +91,20 @@ def bench_config(
     c = container.unpack(data)
     latent = codec.latent_size(c.header)
     shifts = [c.y_shift()]
-    latent_s, y_hat = timed(
-        lambda: entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], device, scale_shifts=shifts,
-                                              padded_fronts=cuda_graphs),
-        device, repeat,
-    )
-    host = {}
-    if row_streams.native_available(device):  # the same file without the native decoding kernels
-        host["decode_latents_host_rans_s"], _ = timed(
-            lambda: entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], device, scale_shifts=shifts,
-                                                  padded_fronts=cuda_graphs, native=False),
-            device, repeat,
-        )
+
+    def latents():
+        return entropy_coding.decode_latents(model, [c.y_streams()], [c.z], [latent], device, scale_shifts=shifts,
+                                             padded_fronts=cuda_graphs)
+
+    latent_s, y_hat = timed(latents, device, repeat)
+    # Every entropy path this device has, in the same run: decode latents and encode.
+    by_path: dict[str, dict] = {"decode_latents_s": {}, "encode_s": {}}
+    for name in entropy_paths(device):
+        with entropy_coding.use_entropy_path(name):
+            by_path["decode_latents_s"][name], got = timed(latents, device, repeat)
+            by_path["encode_s"][name], again = timed(compress, device, repeat)
+        if again != data or not torch.equal(got[0], y_hat[0]):
+            raise RuntimeError(f"entropy path {name!r} coded differently")  # never: every path is exact
     with torch.no_grad():
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
     row = {
@@ -118,7 +122,8 @@ def bench_config(
         "decode_s": decode_s,
         "decode_latents_s": latent_s,
         "synthesis_s": synth_s,
-        **host,
+        "entropy_path": entropy_coding.entropy_path(device),
+        "by_entropy_path": by_path,
         **graphed,
     }
     if serial and context == "serial":
@@ -132,6 +137,13 @@ def bench_config(
             lambda: entropy_coding.decode_latents_serial(model, c.y_streams(), c.z, latent, c.y_shift()), device, 1, warmup=0
         )
     return row
+
+
+def entropy_paths(device: torch.device) -> list[str]:
+    """The entropy paths (entropy_coding.ENTROPY_PATHS) that differ on ``device``."""
+    if not row_streams.native_available(device):
+        return ["host"]
+    return list(entropy_coding.ENTROPY_PATHS) if device.type == "cuda" else ["host", "device"]
 
 
 def bench_compressai(image: Image.Image, device: torch.device) -> dict:
@@ -207,9 +219,13 @@ def report(results: dict) -> str:
             lines.append(
                 f"        y in {r['y_streams']} row streams: {r['bytes'] - r['one_stream_bytes']:+d} B "
                 f"({100 * (r['bytes'] / r['one_stream_bytes'] - 1):+.2f} %) against one stream"
-                + (f"; latents without the native decoding kernels (CompressAI's decoder on the host, torch ops "
-                   f"for the parameters) {r['decode_latents_host_rans_s'] * 1e3:.0f} ms"
-                   if "decode_latents_host_rans_s" in r else "")
+            )
+        if "by_entropy_path" in r:
+            paths = r["by_entropy_path"]
+            lines.append(
+                f"        entropy paths (default {r['entropy_path']}): latents "
+                + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in paths["decode_latents_s"].items())
+                + " ms; encode " + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in paths["encode_s"].items()) + " ms"
             )
         if "encode_graphed_s" in r:
             lines.append(

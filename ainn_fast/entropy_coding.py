@@ -22,6 +22,8 @@ parameters, raster order) still decode with :func:`decode_latents_v1`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable, Sequence
 
 import torch
@@ -38,6 +40,46 @@ from .row_streams import guard, host_tables
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
+
+
+# How the context steps get their symbols (decode) and parameters (decode and encode):
+# "host", CompressAI's decoder on the host and torch ops; "device", the native rANS kernels
+# on the tensors' device and torch ops; "fused", the same with the fused parameter kernels
+# (CUDA; on a CPU the same as "device"). AINN_ENTROPY_PATH picks one for the process; else
+# a CPU takes "device" (2x the host path on 2 cores, benchmarks/results/decode_cpu.md) and
+# a GPU GPU_ENTROPY_PATH: "host", the faster one of the only GPU run (H200, 2026-12-04,
+# benchmarks/results/h200_2026-12-04b.md: paper latents 55-89 ms, against 237 ms "fused"
+# with the first fused kernel, since rewritten; "device" was not timed). `ainn bench` and
+# benchmarks/profile_decode.py time all three in one run.
+ENTROPY_PATHS = ("host", "device", "fused")
+GPU_ENTROPY_PATH = "host"
+
+
+_path_override: list[str] = []
+
+
+@contextlib.contextmanager
+def use_entropy_path(name: str):
+    """Code with ``name`` (ENTROPY_PATHS or "auto") inside the block, over AINN_ENTROPY_PATH."""
+    if name not in ("auto",) + ENTROPY_PATHS:
+        raise ValueError(f"unknown entropy path {name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+    _path_override.append(name)
+    try:
+        yield
+    finally:
+        _path_override.pop()
+
+
+def entropy_path(device: torch.device | str) -> str:
+    """The path (ENTROPY_PATHS) coding on ``device`` takes when the caller does not say;
+    "host" where the native kernels are not available."""
+    device = torch.device(device)
+    name = _path_override[-1] if _path_override else os.environ.get("AINN_ENTROPY_PATH", "auto")
+    if name not in ("auto",) + ENTROPY_PATHS:
+        raise ValueError(f"AINN_ENTROPY_PATH={name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+    if name == "auto":
+        name = GPU_ENTROPY_PATH if device.type == "cuda" else "device"
+    return name if name == "host" or row_streams.native_available(device) else "host"
 
 
 SHIFT_SEARCH = 32  # the encoder tries scale shifts -32..32 (table scales x/÷ 2.1)
@@ -242,7 +284,7 @@ class _Schedule:
                 cache.pop(next(iter(cache)))
             y_pad, rows, params = self.allocate(fp, batch)
             if shift is None:
-                fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch)
+                fixed = PaddedEncodeFronts(fp, self.steps, y_pad, rows, params, batch, fused)
             else:
                 fixed = PaddedFronts(fp, self.steps, y_pad, rows, params, shift, fused)
             cache[key] = fixed  # its graphs are recorded by the path that replays them
@@ -286,14 +328,17 @@ def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def quantize_latents(
-    model, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False
+    model, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False, fused: bool | None = None
 ) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
     strings, y_hat, and for each image its symbols and integer scales in stream order.
     ``padded_fronts``: the wavefronts at one padded shape, all of them one CUDA graph on a
     GPU (front_steps.py; the serial context only; ``progress`` is not called), the same
-    symbols."""
+    symbols. ``fused``: the fused parameter kernels where they run (None: when
+    :func:`entropy_path` is "fused"); the same symbols."""
     fp = fixed_point(model, y.device)
+    if fused is None:
+        fused = entropy_path(y.device) == "fused"
     batch, _, height, width = y.shape
     sizes = [(height, width)] * batch
     z_strings = model.entropy_bottleneck.compress(model.h_a(y))
@@ -301,7 +346,7 @@ def quantize_latents(
     schedule = _schedule(fp, sizes, model.config.context)
     params_list = [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)]
     if padded_fronts and all(s[0] is not None for s in schedule.steps):
-        fixed = schedule.padded(fp, batch, None)
+        fixed = schedule.padded(fp, batch, None, fused)
         schedule.fill_params(fixed.params, params_list)
         fixed.source.view(batch, height, width, fp.M).copy_(y.permute(0, 2, 3, 1))  # one copy, to float64
         y_pad, _ = fixed.reset()
@@ -312,7 +357,7 @@ def quantize_latents(
     symbols: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     scales: list[list[torch.Tensor]] = [[] for _ in range(batch)]
     for window, at, write, b_idx, i, j, slices in progress(schedule.steps) if progress else schedule.steps:
-        scale, mean = fp.position_params(y_flat, params, window, at)
+        scale, mean = fp.position_params(y_flat, params, window, at, fused)
         q = torch.round(y_cl[b_idx, i, j] - mean / UNIT)
         y_flat[write] = (q * UNIT + mean).clamp_(-ACT_MAX, ACT_MAX)
         for b, lo, hi in slices:
@@ -367,6 +412,7 @@ def decode_latents(
     scale_shifts: Sequence[int | tuple[int, ...]] | None = None,
     padded_fronts: bool = False,
     native: bool | None = None,
+    fused: bool | None = None,
 ) -> list[torch.Tensor]:
     """Invert :func:`encode_latents` for a batch of files, each of its own latent size and
     scale shift (format 2: 0): a list of y_hat (1, M, h, w), step by step of the coding
@@ -376,19 +422,24 @@ def decode_latents(
     shape, from CUDA graphs on a GPU (front_steps.py): the same symbols, fewer launches;
     with the serial context and the native decoder, every front in one loop on the device,
     on a GPU one CUDA graph (``progress`` is then not called). ``native``: decode the rANS
-    streams with the native kernel on the device, and on a GPU compute the context steps'
-    parameters with the fused native kernels (None: where
-    they are available; False: neither, CompressAI's decoder on the host and the torch
-    ops); the same symbols."""
+    streams with the native kernel on the device (False: CompressAI's decoder on the
+    host); ``fused``: the context steps' parameters from the fused CUDA kernels (False: the
+    torch ops; None: as ``native``). Both None: :func:`entropy_path`. The same symbols
+    every way."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
+    if native is None:
+        path = entropy_path(fp.device)
+        native, fused = path != "host", (path == "fused") if fused is None else fused
+    elif fused is None:
+        fused = native
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
     schedule = _schedule(fp, sizes, model.config.context)
     params_list = [fp.hyper_params(z) for z in z_syms]
     fixed = None  # the context steps at one shape (front_steps.py): one shift for the batch only
     if padded_fronts and len(set(shifts)) == 1 and any(s[0] is not None for s in schedule.steps):
-        fixed = schedule.padded(fp, len(sizes), shifts[0], fused=native is not False)
+        fixed = schedule.padded(fp, len(sizes), shifts[0], fused=fused)
         schedule.fill_params(fixed.params, params_list)
         (y_pad, y_flat), params = fixed.reset(), fixed.params
     else:
@@ -397,8 +448,6 @@ def decode_latents(
     per_image = [[y] if isinstance(y, (bytes, bytearray)) else list(y) for y in y_strings]
     streams = [s for image_streams in per_image for s in image_streams]
     counts = [len(s) for s in per_image]
-    if native is None:
-        native = row_streams.native_available(fp.device)
     if native:
         if fixed is not None and all(s[0] is not None for s in schedule.steps):
             # Every front on the device, on a GPU one graph over buffers kept with the steps.
@@ -422,13 +471,13 @@ def decode_latents(
         thresholds = fp.channel_thresholds(shifts[0] if isinstance(shifts[0], tuple) else (shifts[0],) * fp.M)
     for k, (window, at, write, _, _, _, slices) in enumerate(progress(schedule.steps) if progress else schedule.steps):
         if one_step:
-            gaussian = fp.position_gaussian(y_flat, params, window, at)
+            gaussian = fp.position_gaussian(y_flat, params, window, at, fused)
             decoders.decode_step(gaussian, thresholds, stream_of[k], y_flat, write)
             continue
         if fixed is not None and window is not None:
             index = fixed.parameters(k, len(at))
         else:
-            scale, mean = fp.position_params(y_flat, params, window, at, fused=native is not False)
+            scale, mean = fp.position_params(y_flat, params, window, at, fused)
             index = _indexes(fp, scale, slices, shifts)
         q = decoders.decode(index, stream_of[k], fp.dtype)
         if fixed is not None and window is not None:

@@ -182,9 +182,9 @@ class PaddedEncodeFronts(PaddedFronts):
 
     def __init__(
         self, fp: FixedPointEntropy, steps: list, y_pad: torch.Tensor, y_rows: torch.Tensor, params: torch.Tensor,
-        batch: int,
+        batch: int, fused: bool = True,
     ) -> None:
-        super().__init__(fp, steps, y_pad, y_rows, params, None)
+        super().__init__(fp, steps, y_pad, y_rows, params, None, fused)
         self.source = torch.zeros(params.shape[0], fp.M, dtype=fp.dtype, device=fp.device)  # y, filled by the caller
         # Each image's stream is its positions in step order (as the decoder reads them).
         lengths = [0] * batch

@@ -14,15 +14,17 @@
 # included, and one command may run 10; a machine stays warm 30 s after a call, and the
 # extension build (50 s) is kept in build/ while it does. On 2026-12-04 three calls ran
 # build+decode+tests (370 s), build+tests_cuda+model+ops_decode+train (200 s) and, warm,
-# decode_more+ops_fwd (105 s). Still unmeasured, in the default order: the GPU tests of the
-# fixes since (tests_cuda), the graphed decode with format 4's row streams decoded on the
-# device (decode; it times CompressAI's host decoder on the same file too), the bandwidth
-# target (ops_large),
-# the whole model again (model), the backward ops (ops_bwd), lite and bf16 decode.
+# decode_more+ops_fwd (105 s); a later session build+tests_cuda+decode+decode_streams
+# (230 s, build 47 s), and was then refused a second machine. Still unmeasured, in the
+# default order: the GPU tests of the fixes since (tests_cuda), the rewritten fused
+# parameter kernel and the three entropy paths (decode times them all; profile splits a
+# decode into its parts), the bandwidth target (ops_large), the whole model again (model),
+# the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
+# second machine may not be lent.
 set -u
 LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
-STEPS=${*:-build tests_cuda decode decode_streams ops_large model ops_bwd decode_more}
+STEPS=${*:-build tests_cuda decode profile decode_streams ops_large model ops_bwd decode_more}
 mkdir -p "$LOG"
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
 # A source checkout: the Triton kernels are installed as ainn_fast.kernels by setup.py;
@@ -73,6 +75,9 @@ for s in $STEPS; do
             --streams 1 -o $LOG/decode_paper_k1_$TAG.json --force; \
             python3 -m ainn_fast.cli bench --device cuda --configs paper --no-serial --no-baseline \
             -o $LOG/decode_paper_eager_$TAG.json --force" ;;
+    profile)  # issue 7: where a GPU latent decode spends its time, each entropy path and each part
+        step profile 90 sh -c "python3 benchmarks/profile_decode.py; \
+            python3 benchmarks/profile_decode.py --context checkerboard --no-profiler" ;;
     decode_more)
         step decode_lite 40 python3 -m ainn_fast.cli bench --device cuda --configs lite --no-serial --no-baseline \
             --contexts serial checkerboard --cuda-graphs -o "$LOG/decode_lite_$TAG.json" --force
@@ -113,7 +118,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"

@@ -3,7 +3,7 @@
 torch.profiler. Not a benchmark suite (bench_decode.py is); a tool for finding the next
 bottleneck on the GPU host:
 
-    python benchmarks/profile_decode.py [--config paper] [--streams K] [--no-profiler]
+    python benchmarks/profile_decode.py [--config paper] [--context checkerboard] [--streams K] [--no-profiler]
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ def main() -> None:
     def latents(**kw):
         return entropy_coding.decode_latents(model, [streams], [c.z], [latent], dev, scale_shifts=shifts, **kw)
 
-    for name, kw in [("graphed loop", dict(padded_fronts=True)), ("per-step (eager)", {}),
-                     ("host rANS + torch params", dict(padded_fronts=True, native=False))]:
-        print(f"  latents, {name}: wall {wall_ms(lambda: latents(**kw)):.1f} ms")
+    for path in bench.entropy_paths(dev):
+        with entropy_coding.use_entropy_path(path):
+            for padded in (True, False):
+                ms = wall_ms(lambda: latents(padded_fronts=padded))
+                print(f"  latents, path {path}, {'padded (graphs on a GPU)' if padded else 'eager'}: wall {ms:.1f} ms")
 
     # The parts, one by one.
     z = entropy_coding._decode_z(model, c.z, latent)
@@ -105,37 +107,41 @@ def main() -> None:
     print(f"  device_decoders (upload streams, tables): wall {wall_ms(lambda: row_streams.device_decoders(model, streams, dev)):.1f} ms")
     thresholds = fp.channel_thresholds((shifts[0],) * fp.M if not isinstance(shifts[0], tuple) else shifts[0])
     stream_of = schedule.row_streams([len(streams)])
-    # Every step eagerly, the two kernels timed apart with events (the real decode).
+    # Every step eagerly, the parameters and the rANS step timed apart with events.
     Event = (lambda: torch.cuda.Event(enable_timing=True)) if dev.type == "cuda" else WallEvent
-    ev = []
-    y_flat.zero_()
-    sync()
-    t0 = time.perf_counter()
-    for k, (window, at, write, *_) in enumerate(schedule.steps):
-        e = [Event() for _ in range(3)]
-        e[0].record()
-        gaussian = fp.position_gaussian(y_flat, params, window, at)
-        e[1].record()
-        decoders.decode_step(gaussian, thresholds, stream_of[k], y_flat, write)
-        e[2].record()
-        ev.append(e)
-    sync()
-    wall = (time.perf_counter() - t0) * 1e3
-    par = sum(e[0].elapsed_time(e[1]) for e in ev)
-    step = sum(e[1].elapsed_time(e[2]) for e in ev)
-    print(f"  eager loop of {len(ev)} steps: wall {wall:.1f} ms; GPU: params {par:.1f} ms, rANS step {step:.1f} ms")
-    worst = sorted(((e[1].elapsed_time(e[2]), k) for k, e in enumerate(ev)), reverse=True)[:3]
-    print(f"  slowest rANS steps (ms, step): {[(round(t, 3), k) for t, k in worst]}")
+    for fused in (True, False) if fp.fused else (False,):
+        ev = []
+        y_flat.zero_()
+        decoders.load(streams)
+        sync()
+        t0 = time.perf_counter()
+        for k, (window, at, write, *_) in enumerate(schedule.steps):
+            e = [Event() for _ in range(3)]
+            e[0].record()
+            gaussian = fp.position_gaussian(y_flat, params, window, at, fused)
+            e[1].record()
+            decoders.decode_step(gaussian, thresholds, stream_of[k], y_flat, write)
+            e[2].record()
+            ev.append(e)
+        sync()
+        wall = (time.perf_counter() - t0) * 1e3
+        par = sum(e[0].elapsed_time(e[1]) for e in ev)
+        step = sum(e[1].elapsed_time(e[2]) for e in ev)
+        print(f"  eager loop of {len(ev)} steps, fused={fused}: wall {wall:.1f} ms; "
+              f"GPU: params {par:.1f} ms, rANS step {step:.1f} ms")
+        worst = sorted(((e[1].elapsed_time(e[2]), k) for k, e in enumerate(ev)), reverse=True)[:3]
+        print(f"    slowest rANS steps (ms, step): {[(round(t, 3), k) for t, k in worst]}")
     if not args.no_profiler and dev.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
-        for name, kw in [("per-step", {}), ("graphed", dict(padded_fronts=True))]:
-            latents(**kw)
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                latents(**kw)
+        for path in ("fused", "device"):
+            with entropy_coding.use_entropy_path(path):
+                latents()
                 torch.cuda.synchronize()
-            print(f"== profiler, {name}")
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    latents()
+                    torch.cuda.synchronize()
+            print(f"== profiler, path {path}, eager")
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 

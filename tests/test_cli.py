@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -162,6 +163,10 @@ def test_bench_writes_json_whose_sizes_are_real_files(capsys, tmp_path):
     # Timed apart (medians of separate runs), so under load the whole decode may time
     # below its latent part: only that both were measured.
     assert row["decode_s"] > 0 and row["decode_latents_s"] > 0 and "tiny:" in stdout
+    # Every entropy path of the device timed, the default among them.
+    paths = row["by_entropy_path"]
+    assert list(paths["decode_latents_s"]) == list(paths["encode_s"]) == bench.entropy_paths(torch.device("cpu"))
+    assert row["entropy_path"] in paths["encode_s"] and "entropy paths (default" in stdout
     rc, _, err = run(capsys, "bench", "--configs", "tiny", "--size", "64x64", "-o", out)
     assert rc == 2 and "exists" in err  # no overwrite without --force
 

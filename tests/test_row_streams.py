@@ -278,3 +278,43 @@ def test_cuda_encoder_writes_compressai_bytes(lite):
     want = row_streams.encode(lite, q, index, rows, 4, native=False)
     gpu = copy.deepcopy(lite).cuda()
     assert row_streams.encode(gpu, q.cuda(), index.cuda(), rows, 4, native=True) == want
+
+
+def test_entropy_path_choice(monkeypatch):
+    # AINN_ENTROPY_PATH, else the device's default; "host" wherever the native kernels are not.
+    monkeypatch.delenv("AINN_ENTROPY_PATH", raising=False)
+    has_native = row_streams.native_available(torch.device("cpu"))
+    assert entropy_coding.entropy_path("cpu") == ("device" if has_native else "host")
+    monkeypatch.setattr(row_streams, "native_available", lambda device: True)
+    assert entropy_coding.entropy_path("cuda") == entropy_coding.GPU_ENTROPY_PATH == "host"
+    monkeypatch.setenv("AINN_ENTROPY_PATH", "fused")
+    assert entropy_coding.entropy_path("cuda") == "fused"
+    with entropy_coding.use_entropy_path("device"):
+        assert entropy_coding.entropy_path("cuda") == "device"
+    assert entropy_coding.entropy_path("cuda") == "fused"
+    monkeypatch.setattr(row_streams, "native_available", lambda device: False)
+    assert entropy_coding.entropy_path("cuda") == "host"
+    monkeypatch.setenv("AINN_ENTROPY_PATH", "gpu")
+    with pytest.raises(ValueError, match="AINN_ENTROPY_PATH='gpu'"):
+        entropy_coding.entropy_path("cpu")
+    with pytest.raises(ValueError, match="unknown entropy path"):
+        with entropy_coding.use_entropy_path("fast"):
+            pass
+
+
+@native
+def test_every_entropy_path_codes_the_same_file(lite, monkeypatch):
+    # The same bytes encoded, the same latents decoded, whichever path; and each path
+    # really takes its decoder (CompressAI's on the host, or the native one).
+    monkeypatch.delenv("AINN_ENTROPY_PATH", raising=False)
+    img = data.chelsea()[:128, :192]
+    blob, y_enc = codec.encode(img, lite)
+    made = []
+    for cls in (row_streams.CompressAIDecoders, row_streams.NativeDecoders):
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=cls.__init__, _name=cls.__name__: made.append(_name) or _init(self, *a))
+    for name in entropy_coding.ENTROPY_PATHS:
+        made.clear()
+        with entropy_coding.use_entropy_path(name):
+            assert codec.encode(img, lite)[0] == blob
+            assert torch.equal(codec.decode(blob, lite)[1], y_enc)
+        assert made == (["CompressAIDecoders"] if name == "host" else ["NativeDecoders"])
