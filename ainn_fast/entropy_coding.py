@@ -367,11 +367,11 @@ def quantize_latents(
     return z_strings, torch.cat(_latent(y_pad, sizes)), coded
 
 
-def rans_encode(model, q: torch.Tensor, index: torch.Tensor) -> bytes:
+def rans_encode(model, q: torch.Tensor, index: torch.Tensor, native: bool | None = None) -> bytes:
     """One y stream (formats 2 and 3) of symbols ``q`` with table rows ``index``, in stream
-    order: format 4's coder with a single stream."""
+    order: format 4's coder with a single stream (``native`` as row_streams.encode's)."""
     q, index = q.reshape(-1, model.M), index.reshape(-1, model.M)
-    return row_streams.encode(model, q, index, torch.zeros(len(q), dtype=torch.long), 1)[0]
+    return row_streams.encode(model, q, index, torch.zeros(len(q), dtype=torch.long), 1, native)[0]
 
 
 def encode_latents(
@@ -385,7 +385,8 @@ def encode_latents(
     payload of K row streams (row_streams.py); None, format 4 with the default K.
     ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
-    z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts)
+    path = entropy_path(y.device)  # the rANS coder on the host or the device, the parameters fused or not
+    z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts, path == "fused")
     height, width = y.shape[-2:]
     schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
     count = streams if streams else row_streams.default_streams(height, width)
@@ -394,9 +395,11 @@ def encode_latents(
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
         index = fp.scale_index(scale, shifts[-1])
         if streams == 0:
-            y_strings.append(rans_encode(model, q, index))
+            y_strings.append(rans_encode(model, q, index, path != "host"))
         else:
-            split = row_streams.encode(model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count)
+            split = row_streams.encode(
+                model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count, path != "host"
+            )
             y_strings.append(row_streams.pack(split))
     return y_strings, z_strings, y_hat, shifts
 
