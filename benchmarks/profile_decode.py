@@ -1,4 +1,4 @@
-"""Where a GPU latent decode spends its time: each part of one decode of the astronaut
+"""Where a GPU decode (and encode) spends its time: each part of one decode of the astronaut
 (768x512, default model of a configuration) timed alone, then the busiest kernels from
 torch.profiler. Not a benchmark suite (bench_decode.py is); a tool for finding the next
 bottleneck on the GPU host:
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ainn_fast import bench, codec, container, entropy_coding, row_streams
+from ainn_fast import bench, codec, container, entropy_coding, image_io, row_streams
 
 
 def cuda_ms(fn, repeat: int = 20) -> float:
@@ -73,6 +73,7 @@ def main() -> None:
     c = container.unpack(data)
     latent, shifts, streams = codec.latent_size(c.header), [c.y_shift()], c.y_streams()
     fp = entropy_coding.fixed_point(model, dev)
+    clock = "GPU" if dev.type == "cuda" else "wall"  # what cuda_ms measures here
     print(f"{args.config} {args.context}: {len(data)} B, {len(streams)} streams, latent {latent}, fused {fp.fused}")
 
     def latents(**kw):
@@ -87,7 +88,7 @@ def main() -> None:
     # The parts, one by one.
     z = entropy_coding._decode_z(model, c.z, latent)
     print(f"  z decode (host): wall {wall_ms(lambda: entropy_coding._decode_z(model, c.z, latent)):.1f} ms")
-    print(f"  hyper_params: {cuda_ms(lambda: fp.hyper_params(z)):.2f} ms GPU")
+    print(f"  hyper_params: {cuda_ms(lambda: fp.hyper_params(z)):.2f} ms {clock}")
     schedule = entropy_coding._schedule(fp, [latent], model.config.context)
     params_list = [fp.hyper_params(z)]
     y_pad, params = schedule.buffers(fp, params_list)
@@ -97,12 +98,12 @@ def main() -> None:
     window, at = biggest[0], biggest[1]
     for fused in (True, False):
         ms = cuda_ms(lambda: fp.position_gaussian(y_flat, params, window, at, fused))
-        print(f"  entropy params of one front ({len(at)} rows), fused={fused}: {ms:.3f} ms GPU")
+        print(f"  entropy params of one front ({len(at)} rows), fused={fused}: {ms:.3f} ms {clock}")
     all_at = torch.cat([s[1] for s in steps])
     all_window = torch.cat([s[0] for s in steps])
     for fused in (True, False):
         ms = cuda_ms(lambda: fp.position_gaussian(y_flat, params, all_window, all_at, fused))
-        print(f"  entropy params of all {len(all_at)} positions at once, fused={fused}: {ms:.3f} ms GPU")
+        print(f"  entropy params of all {len(all_at)} positions at once, fused={fused}: {ms:.3f} ms {clock}")
     decoders = row_streams.device_decoders(model, streams, dev)
     print(f"  device_decoders (upload streams, tables): wall {wall_ms(lambda: row_streams.device_decoders(model, streams, dev)):.1f} ms")
     thresholds = fp.channel_thresholds((shifts[0],) * fp.M if not isinstance(shifts[0], tuple) else shifts[0])
@@ -128,9 +129,33 @@ def main() -> None:
         par = sum(e[0].elapsed_time(e[1]) for e in ev)
         step = sum(e[1].elapsed_time(e[2]) for e in ev)
         print(f"  eager loop of {len(ev)} steps, fused={fused}: wall {wall:.1f} ms; "
-              f"GPU: params {par:.1f} ms, rANS step {step:.1f} ms")
+              f"{clock}: params {par:.1f} ms, rANS step {step:.1f} ms")
         worst = sorted(((e[1].elapsed_time(e[2]), k) for k, e in enumerate(ev)), reverse=True)[:3]
         print(f"    slowest rANS steps (ms, step): {[(round(t, 3), k) for t, k in worst]}")
+    # The encoder's parts: analysis, the coding-order pass, the scale-shift search, rANS.
+    image = bench.photo(768, 512)
+    x = codec.pad_to_stride(image_io.prepare(image).rgb.to(dev))
+    with torch.no_grad():
+        y = model.g_a(x)
+    print(f"  encode: whole {wall_ms(lambda: codec.encode(image, model, device=dev, streams=args.streams)):.1f} ms "
+          f"wall; g_a {cuda_ms(lambda: model.g_a(x)):.1f} ms {clock}")
+    for path in bench.entropy_paths(dev):
+        with entropy_coding.use_entropy_path(path):
+            fused = path == "fused"
+            ms = wall_ms(lambda: entropy_coding.quantize_latents(model, y, fused=fused))
+            _, _, coded = entropy_coding.quantize_latents(model, y, fused=fused)
+            print(f"    path {path}: coding-order pass {ms:.1f} ms wall")
+    q, scale = coded[0]
+    ms = wall_ms(lambda: entropy_coding.choose_scale_shift(fp, model, q, scale))
+    shift = entropy_coding.choose_scale_shift(fp, model, q, scale)
+    index = fp.scale_index(scale, shift)
+    rows = schedule.rows_in_order(0)
+    count = len(streams)
+    print(f"    scale-shift search {ms:.1f} ms wall")
+    for native in (False, True) if row_streams.native_available(dev) else (False,):
+        ms = wall_ms(lambda: row_streams.encode(model, q.view(-1, fp.M), index.view(-1, fp.M), rows, count, native))
+        print(f"    rANS encode of {count} streams, {'native on the device' if native else 'CompressAI on the host'}:"
+              f" {ms:.1f} ms wall")
     if not args.no_profiler and dev.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
