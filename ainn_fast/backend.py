@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from .errors import OptionError
+
 BACKENDS: tuple[str, ...] = ("reference", "triton", "native")
 AUTO = "auto"
 
@@ -53,7 +55,7 @@ class BackendUnavailableError(RuntimeError):
 
 def _check_name(name: str) -> str:
     if name != AUTO and name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join((AUTO,) + BACKENDS)}")
+        raise OptionError(f"unknown backend {name!r}; choose one of {', '.join((AUTO,) + BACKENDS)}")
     return name
 
 

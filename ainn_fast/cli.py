@@ -410,11 +410,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+def _check_environment() -> None:
+    """Refuse a bad AINN_BACKEND or AINN_ENTROPY_PATH before a command writes anything."""
+    from . import backend, entropy_coding
+
+    backend.get_backend()
+    entropy_coding.entropy_path("cpu")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         args = _build_parser().parse_args(argv)
+        _check_environment()
         COMMANDS[args.command](args)
         return 0
     except AinnError as e:

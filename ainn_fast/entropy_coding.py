@@ -23,8 +23,9 @@ parameters, raster order) still decode with :func:`decode_latents_v1`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from compressai.entropy_models import EntropyModel
 
 from . import row_streams
 from .container import delta_bits, pack_deltas
-from .errors import FormatError
+from .errors import FormatError, OptionError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
 from .front_steps import PaddedEncodeFronts, PaddedFronts
 from .row_streams import guard, host_tables
@@ -55,28 +56,28 @@ ENTROPY_PATHS = ("host", "device", "fused")
 GPU_ENTROPY_PATH = "host"
 
 
-_path_override: list[str] = []
+_path_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("ainn_entropy_path", default=None)
 
 
 @contextlib.contextmanager
-def use_entropy_path(name: str):
+def use_entropy_path(name: str) -> Iterator[None]:
     """Code with ``name`` (ENTROPY_PATHS or "auto") inside the block, over AINN_ENTROPY_PATH."""
     if name not in ("auto",) + ENTROPY_PATHS:
-        raise ValueError(f"unknown entropy path {name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
-    _path_override.append(name)
+        raise OptionError(f"unknown entropy path {name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+    token = _path_override.set(name)
     try:
         yield
     finally:
-        _path_override.pop()
+        _path_override.reset(token)
 
 
 def entropy_path(device: torch.device | str) -> str:
     """The path (ENTROPY_PATHS) coding on ``device`` takes when the caller does not say;
     "host" where the native kernels are not available."""
     device = torch.device(device)
-    name = _path_override[-1] if _path_override else os.environ.get("AINN_ENTROPY_PATH", "auto")
+    name = _path_override.get() or os.environ.get("AINN_ENTROPY_PATH", "auto")
     if name not in ("auto",) + ENTROPY_PATHS:
-        raise ValueError(f"AINN_ENTROPY_PATH={name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+        raise OptionError(f"AINN_ENTROPY_PATH={name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
     if name == "auto":
         name = GPU_ENTROPY_PATH if device.type == "cuda" else "device"
     return name if name == "host" or row_streams.native_available(device) else "host"

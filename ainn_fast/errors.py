@@ -19,3 +19,8 @@ class ModelMismatchError(AinnError):
 
 class CheckpointError(AinnError):
     """A missing or unreadable checkpoint."""
+
+
+class OptionError(InputError, ValueError):
+    """An unknown option value, from the command line, the environment (AINN_BACKEND,
+    AINN_ENTROPY_PATH) or the Python API (still a ValueError there)."""

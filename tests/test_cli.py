@@ -184,3 +184,14 @@ def test_demo_writes_a_file_and_its_decoding(capsys, tmp_path):
     assert container.unpack(data).header.version == 3 and f"{len(data)} bytes" in out
     with Image.open(tmp_path / "astronaut.png") as img:
         assert img.size == (512, 512)
+
+
+@pytest.mark.parametrize("variable, value, says", [("AINN_BACKEND", "bogus", "unknown backend 'bogus'"),
+                                                   ("AINN_ENTROPY_PATH", "gpu", "AINN_ENTROPY_PATH='gpu'")])
+def test_a_bad_environment_option_is_refused_before_anything_is_written(capsys, tmp_path, monkeypatch, variable,
+                                                                          value, says):
+    monkeypatch.setenv(variable, value)
+    out = tmp_path / "demo"
+    rc, _, err = run(capsys, "demo", "-o", out)
+    assert rc == 2 and err.count("\n") == 1 and says in err
+    assert not out.exists()
