@@ -106,6 +106,7 @@ __global__ void context_kernel(const double* __restrict__ y_rows, int64_t M, con
       src[r] = y_rows + window[row * taps + t] * M;
     }
     const double* wt = wo + t * M;
+#pragma unroll 4  // four iterations' loads in flight before their products wait on them
     for (int64_t c = lane; c < M; c += 32) {
       const double wv = wt[c];
 #pragma unroll
@@ -131,6 +132,7 @@ __global__ void dense_kernel(const double* __restrict__ x, int64_t K, int64_t ro
   for (int r = 0; r < kTileRows; ++r) src[r] = x + (tile.r0 + r < rows ? tile.r0 + r : rows - 1) * K;
   const double* wo = w + tile.o * K;
   double acc[kTileRows] = {};
+#pragma unroll 4
   for (int64_t k = lane; k < K; k += 32) {
     const double wv = wo[k];
 #pragma unroll
