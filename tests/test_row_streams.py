@@ -183,22 +183,26 @@ def test_damaged_stream_framing_is_a_format_error(lite):
         codec.decode(container.pack(c), lite)
 
 
-def _step_case(model, rows_per_stream, seed):
+def _step_case(model, rows_per_stream, seed, channels=None):
     """Streams whose symbols were coded with the table rows that integer scales pick
-    (searchsorted over each channel's thresholds), with means: what a decoding step gets."""
+    (searchsorted over each channel's thresholds), with means: what a decoding step gets.
+    ``channels`` (default M): more repeat the model's channels' thresholds, fewer drop some."""
     from ainn_fast.fixed_point import FixedPointEntropy
 
     fp = FixedPointEntropy(model, "cpu", torch.float64)
     gen = torch.Generator().manual_seed(seed)
+    channels = channels or fp.M
+    widen = -(-channels // fp.M)
     shifts = tuple(torch.randint(-6, 7, (fp.M,), generator=gen).tolist())
-    thresholds = fp.channel_thresholds(shifts)
+    thresholds = fp.channel_thresholds(shifts).repeat(widen, 1)[:channels].contiguous()
     cdfs, lengths, offsets = row_streams.host_tables(model)
     cases = []
     for rows in rows_per_stream:
-        scale = torch.randint(0, 300 * 4096, (rows, fp.M), generator=gen).double()
-        mean = torch.randint(-40 * 4096, 40 * 4096, (rows, fp.M), generator=gen).double()
-        index = fp.scale_index(scale, shifts)
-        q = torch.round(torch.randn(rows, fp.M, generator=gen) * scale / 4096).long()
+        scale = torch.randint(0, 300 * 4096, (rows, widen * fp.M), generator=gen).double()
+        mean = torch.randint(-40 * 4096, 40 * 4096, (rows, channels), generator=gen).double()
+        index = fp.scale_index(scale.view(rows, widen, fp.M), shifts).reshape(rows, -1)[:, :channels]
+        scale = scale[:, :channels]
+        q = torch.round(torch.randn(rows, channels, generator=gen) * scale / 4096).long()
         enc = BufferedRansEncoder()
         enc.encode_with_indexes(q.flatten().tolist(), index.flatten().tolist(), cdfs, lengths, offsets)
         cases.append((enc.flush(), torch.cat((scale, mean), 1), q))
@@ -207,22 +211,26 @@ def _step_case(model, rows_per_stream, seed):
 
 def _check_steps(model, step_op, thresholds, cases, state, words):
     """Run the decoding step op over three steps of rows interleaved across the streams;
-    each row's y_hat integer must be clamp(q * 4096 + mean) in its own output row."""
+    each row's y_hat integer must be clamp(q * 4096 + mean) in its own output row (on the
+    device of ``state``)."""
     from ainn_fast.fixed_point import ACT_MAX, UNIT
 
-    t = row_streams.DeviceTables(model, torch.device("cpu"))
-    y_rows = torch.zeros(1 + sum(len(q) for _, _, q in cases), model.M, dtype=torch.float64)
+    device = state.device
+    t = row_streams.DeviceTables(model, device)
+    channels = thresholds.shape[0]
+    thresholds = thresholds.to(device)
+    y_rows = torch.zeros(1 + sum(len(q) for _, _, q in cases), channels, dtype=torch.float64, device=device)
     taken, out_row = [0] * len(cases), 0
     for _ in range(3):
         ids = [s for s in range(len(cases)) if taken[s] < len(cases[s][2])][::-1] + [-1]
         gaussian = torch.stack([cases[s][1][taken[s]] if s >= 0 else cases[0][1][0] for s in ids])
         write = torch.arange(out_row, out_row + len(ids))
         write[-1] = len(y_rows) - 1  # the padding row: never written
-        step_op(state, words, torch.tensor(ids), gaussian, thresholds, t.cdf, t.cdf_length, t.offset, y_rows, write,
-                float(UNIT), float(ACT_MAX))
+        step_op(state, words, torch.tensor(ids, device=device), gaussian.to(device), thresholds, t.cdf, t.cdf_length,
+                t.offset, y_rows, write.to(device), float(UNIT), float(ACT_MAX))
         for r, s in enumerate(ids[:-1]):
-            want = (cases[s][2][taken[s]] * UNIT + cases[s][1][taken[s], model.M :]).clamp(-ACT_MAX, ACT_MAX)
-            assert torch.equal(y_rows[write[r]], want)
+            want = (cases[s][2][taken[s]] * UNIT + cases[s][1][taken[s], channels:]).clamp(-ACT_MAX, ACT_MAX)
+            assert torch.equal(y_rows[write[r]].cpu(), want)
             taken[s] += 1
         out_row += len(ids) - 1
     assert not y_rows[-1].any()
@@ -235,10 +243,25 @@ def test_decoding_step_picks_rows_decodes_and_writes(lite):
     _check_steps(lite, torch.ops.ainn_fast.native_rans_decode_step, thresholds, cases, held.state, held.words)
 
 
-def test_emulated_cuda_decoding_step(lite, emu):
-    thresholds, cases = _step_case(lite, [2, 3, 1] * 22 + [1], seed=7)  # 67 streams: two blocks
+@pytest.mark.parametrize("streams, channels", [(67, None), (5, 300), (4, 20)])
+def test_emulated_cuda_decoding_step(lite, emu, streams, channels):
+    # One block per stream, its threads preparing the table rows 128 channels at a time:
+    # M = 128 (one chunk), 300 (two and a short one), 20 (fewer than the block's threads).
+    thresholds, cases = _step_case(lite, ([2, 3, 1] * 23)[:streams], seed=7, channels=channels)
     held = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cpu")))
     _check_steps(lite, emu.native_rans_decode_step, thresholds, cases, held.state, held.words)
+    if channels:  # the CPU kernel, on the same widths
+        again = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cpu")))
+        if row_streams.native_available(torch.device("cpu")):
+            _check_steps(lite, torch.ops.ainn_fast.native_rans_decode_step, thresholds, cases, again.state, again.words)
+
+
+@cuda
+@pytest.mark.parametrize("channels", [None, 300])
+def test_cuda_decoding_step(lite, channels):
+    thresholds, cases = _step_case(lite, [2, 3, 1] * 23, seed=9, channels=channels)
+    held = row_streams.NativeDecoders([s for s, _, _ in cases], row_streams.DeviceTables(lite, torch.device("cuda")))
+    _check_steps(lite, torch.ops.ainn_fast.native_rans_decode_step, thresholds, cases, held.state, held.words)
 
 
 def _encode_case(model, seed):

@@ -47,59 +47,6 @@ AINN_HD uint32_t get_bits(Stream& s, const uint32_t* words, int n) {
   return value;
 }
 
-// One symbol coded with CDF row `cdf` (length entries: cdf[0] = 0, ..., cdf[length - 1] =
-// 2^16, strictly increasing) and the row's offset; the row's last symbol (length - 2)
-// flags a bypass-coded value.
-AINN_HD int32_t decode_symbol(Stream& s, const uint32_t* words, const int32_t* cdf, int32_t length, int32_t offset) {
-  const uint32_t mask = (1u << kPrecision) - 1;
-  const uint32_t cum = static_cast<uint32_t>(s.x & mask);
-  // The last k with cdf[k] <= cum (cdf[0] = 0 <= cum < 2^16 = cdf[length - 1]). The search
-  // gallops out from the symbol of value 0 (k = -offset), where a Gaussian row of a
-  // well-predicted latent puts most symbols, and then bisects: two or three dependent
-  // loads for most symbols instead of log2(length) ~ 12, which is what a GPU thread
-  // decoding its stream's symbols one after another waits on.
-  const auto at = [&](int32_t k) { return static_cast<uint32_t>(cdf[k]); };
-  int32_t lo, hi;  // invariant after the gallop: at(lo) <= cum < at(hi)
-  int32_t c = -offset < 0 ? 0 : (-offset > length - 2 ? length - 2 : -offset);
-  if (at(c) <= cum) {
-    lo = c, hi = c + 1;
-    for (int32_t step = 1; hi < length - 1 && at(hi) <= cum;) {
-      lo = hi, step <<= 1;
-      hi = lo + step < length - 1 ? lo + step : length - 1;
-    }
-  } else {  // c >= 1 here, since at(0) = 0 <= cum
-    hi = c, lo = c - 1;
-    for (int32_t step = 1; lo > 0 && at(lo) > cum;) {
-      hi = lo, step <<= 1;
-      lo = hi - step > 0 ? hi - step : 0;
-    }
-  }
-  while (hi - lo > 1) {
-    const int32_t mid = (lo + hi) >> 1;
-    if (at(mid) <= cum) lo = mid; else hi = mid;
-  }
-  const uint32_t start = static_cast<uint32_t>(cdf[lo]);
-  const uint32_t freq = static_cast<uint32_t>(cdf[lo + 1]) - start;
-  s.x = freq * (s.x >> kPrecision) + cum - start;
-  if (s.x < kLow) s.x = (s.x << 32) | next_word(s, words);
-  const int32_t max_value = length - 2;
-  if (lo != max_value) return lo + offset;
-  // Bypass: the count of nibbles (in runs of 15), then the nibbles, least significant first.
-  uint32_t nibble = get_bits(s, words, kBypassBits);
-  uint32_t count = nibble;
-  while (nibble == kBypassMax) {
-    nibble = get_bits(s, words, kBypassBits);
-    count += nibble;
-  }
-  uint32_t raw = 0;
-  for (uint32_t j = 0; j < count; ++j) {
-    nibble = get_bits(s, words, kBypassBits);
-    if (j < kMaxNibbles) raw |= nibble << (j * kBypassBits);
-  }
-  const int32_t half = static_cast<int32_t>(raw >> 1);
-  return ((raw & 1u) ? -half - 1 : half + max_value) + offset;
-}
-
 // CDF row t of the tables (tables rows of cdf_stride entries), with t and the row's length
 // clamped into range: a damaged index or length cannot reach outside the tables.
 struct TableRow {
@@ -116,6 +63,94 @@ AINN_HD TableRow table_row(int64_t t, const int32_t* cdf, int64_t cdf_stride, co
   return {cdf + t * cdf_stride, length, offset[t]};
 }
 
+// Where the search for a symbol of `row` starts (the symbol of value 0, k = -offset,
+// where a Gaussian row of a well-predicted latent puts most symbols) and the CDF values on
+// either side of it. None of this depends on the coder's state, so a GPU block can prepare
+// it for a whole position in parallel, leaving the thread that decodes (serially) no
+// loads for most symbols.
+struct SearchStart {
+  int32_t k;
+  uint32_t at, next;  // cdf[k], cdf[k + 1]
+};
+
+AINN_HD SearchStart search_start(const TableRow& row) {
+  const int32_t k = -row.offset < 0 ? 0 : (-row.offset > row.length - 2 ? row.length - 2 : -row.offset);
+  return {k, static_cast<uint32_t>(row.cdf[k]), static_cast<uint32_t>(row.cdf[k + 1])};
+}
+
+// One symbol coded with CDF row `row` (length entries: cdf[0] = 0, ..., cdf[length - 1] =
+// 2^16, strictly increasing), its search starting at `start`; the row's last symbol
+// (length - 2) flags a bypass-coded value.
+AINN_HD int32_t decode_symbol(Stream& s, const uint32_t* words, const TableRow& row, const SearchStart& start) {
+  const uint32_t mask = (1u << kPrecision) - 1;
+  const uint32_t cum = static_cast<uint32_t>(s.x & mask);
+  const int32_t length = row.length;
+  // The last k with cdf[k] <= cum (cdf[0] = 0 <= cum < 2^16 = cdf[length - 1]): at the start
+  // when it lies there, else a gallop out from it, then bisection: a few dependent loads
+  // instead of log2(length) ~ 12, which is what a GPU thread decoding its stream's symbols
+  // one after another waits on.
+  const auto at = [&](int32_t k) { return static_cast<uint32_t>(row.cdf[k]); };
+  int32_t lo, hi;  // invariant after the gallop: at(lo) <= cum < at(hi)
+  uint32_t low, high;  // cdf[lo], cdf[lo + 1] once found
+  const int32_t c = start.k;
+  if (start.at <= cum && cum < start.next) {
+    lo = c, low = start.at, high = start.next;
+  } else {
+    if (start.at <= cum) {  // then cum >= cdf[c + 1]: search above
+      lo = c + 1, hi = c + 2 < length - 1 ? c + 2 : length - 1;
+      for (int32_t step = 1; hi < length - 1 && at(hi) <= cum;) {
+        lo = hi, step <<= 1;
+        hi = lo + step < length - 1 ? lo + step : length - 1;
+      }
+    } else {  // c >= 1 here, since at(0) = 0 <= cum
+      hi = c, lo = c - 1;
+      for (int32_t step = 1; lo > 0 && at(lo) > cum;) {
+        hi = lo, step <<= 1;
+        lo = hi - step > 0 ? hi - step : 0;
+      }
+    }
+    while (hi - lo > 1) {
+      const int32_t mid = (lo + hi) >> 1;
+      if (at(mid) <= cum) lo = mid; else hi = mid;
+    }
+    low = at(lo), high = at(lo + 1);
+  }
+  s.x = (high - low) * (s.x >> kPrecision) + cum - low;
+  if (s.x < kLow) s.x = (s.x << 32) | next_word(s, words);
+  const int32_t max_value = length - 2;
+  if (lo != max_value) return lo + row.offset;
+  // Bypass: the count of nibbles (in runs of 15), then the nibbles, least significant first.
+  uint32_t nibble = get_bits(s, words, kBypassBits);
+  uint32_t count = nibble;
+  while (nibble == kBypassMax) {
+    nibble = get_bits(s, words, kBypassBits);
+    count += nibble;
+  }
+  uint32_t raw = 0;
+  for (uint32_t j = 0; j < count; ++j) {
+    nibble = get_bits(s, words, kBypassBits);
+    if (j < kMaxNibbles) raw |= nibble << (j * kBypassBits);
+  }
+  const int32_t half = static_cast<int32_t>(raw >> 1);
+  return ((raw & 1u) ? -half - 1 : half + max_value) + row.offset;
+}
+
+AINN_HD int32_t decode_symbol(Stream& s, const uint32_t* words, const TableRow& row) {
+  return decode_symbol(s, words, row, search_start(row));
+}
+
+// The table row of a symbol whose integer scale is `scale`: the count of its channel's
+// (ascending) thresholds below it.
+template <typename T>
+AINN_HD int64_t scale_row(const T* thresholds, int64_t n, T scale) {
+  int64_t lo = 0, hi = n;  // the first threshold >= the scale = the count below it
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (thresholds[mid] < scale) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
 // Decode the symbols of rows [0, rows) that belong to `stream`, in row order: row r holds
 // `channels` symbols, coded with table rows index[r * channels + c]. Other rows are left.
 template <typename Out>
@@ -126,9 +161,15 @@ AINN_HD void decode_rows(Stream& s, const uint32_t* words, int64_t stream, const
     if (row_stream[r] != stream) continue;
     for (int64_t c = 0; c < channels; ++c) {
       const TableRow row = table_row(index[r * channels + c], cdf, cdf_stride, cdf_length, offset, tables);
-      out[r * channels + c] = static_cast<Out>(decode_symbol(s, words, row.cdf, row.length, row.offset));
+      out[r * channels + c] = static_cast<Out>(decode_symbol(s, words, row));
     }
   }
+}
+
+// y_hat's integer from a symbol's q * unit + mean: clamped to the activation range.
+template <typename T>
+AINN_HD T clamp_y(T v, T act_max) {
+  return v < -act_max ? -act_max : (v > act_max ? act_max : v);
 }
 
 // A whole coding step for `stream`: for each of its rows r (in order), each channel c
@@ -147,16 +188,9 @@ AINN_HD void decode_step(Stream& s, const uint32_t* words, int64_t stream, const
     const T* mean = scale + channels;
     T* dst = y_rows + write[r] * channels;
     for (int64_t c = 0; c < channels; ++c) {
-      const T* thr = thresholds + c * n_thresholds;
-      int64_t lo = 0, hi = n_thresholds;  // the first threshold >= the scale = the count below it
-      while (lo < hi) {
-        const int64_t mid = (lo + hi) >> 1;
-        if (thr[mid] < scale[c]) lo = mid + 1; else hi = mid;
-      }
-      const TableRow row = table_row(lo, cdf, cdf_stride, cdf_length, offset, tables);
-      const T q = static_cast<T>(decode_symbol(s, words, row.cdf, row.length, row.offset));
-      const T v = q * unit + mean[c];
-      dst[c] = v < -act_max ? -act_max : (v > act_max ? act_max : v);
+      const int64_t t = scale_row(thresholds + c * n_thresholds, n_thresholds, scale[c]);
+      const T q = static_cast<T>(decode_symbol(s, words, table_row(t, cdf, cdf_stride, cdf_length, offset, tables)));
+      dst[c] = clamp_y(q * unit + mean[c], act_max);
     }
   }
 }
