@@ -258,21 +258,24 @@ def test_padded_fronts_from_cuda_graphs_decode_the_same_symbols(lite):
     import copy
 
     gpu = copy.deepcopy(lite).cuda()
-    for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(gpu):
-        graphed = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts, padded_fronts=True)
-        for b, q in enumerate(graphed):
-            assert torch.equal(q[0].cpu(), y_hat[b].cpu())
     prepared = prepare_for_decoding(copy.deepcopy(gpu), cuda_graphs=True)  # codec takes the graphed paths
-    blob, y_enc = codec.encode(photo("chelsea", (256, 192)), lite)
-    _, y = codec.decode(blob, prepared, device="cuda")
-    assert torch.equal(y.cpu(), y_enc)
     x = torch.from_numpy(data.chelsea()[:128, :192].copy()).permute(2, 0, 1)[None].float().div(255).cuda()
     with torch.no_grad():
         y = gpu.g_a(x)
-    graphed = entropy_coding.encode_latents(gpu, y, padded_fronts=True)
-    assert graphed[0] == entropy_coding.encode_latents(gpu, y)[0]
-    blob, y_enc = codec.encode(photo("chelsea", (256, 192)), prepared, device="cuda")  # graphed encode
-    assert torch.equal(codec.decode(blob, lite)[1], y_enc.cpu())  # decodes on the CPU
+    for path in entropy_coding.ENTROPY_PATHS:  # host: per-step graphs; device, fused: one graph
+        with entropy_coding.use_entropy_path(path):
+            for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(gpu):
+                graphed = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts,
+                                                        padded_fronts=True)
+                for b, q in enumerate(graphed):
+                    assert torch.equal(q[0].cpu(), y_hat[b].cpu())
+            blob, y_enc = codec.encode(photo("chelsea", (256, 192)), lite)
+            _, y_dec = codec.decode(blob, prepared, device="cuda")
+            assert torch.equal(y_dec.cpu(), y_enc)
+            graphed = entropy_coding.encode_latents(gpu, y, padded_fronts=True)
+            assert graphed[0] == entropy_coding.encode_latents(gpu, y)[0]
+            blob, y_enc = codec.encode(photo("chelsea", (256, 192)), prepared, device="cuda")  # graphed encode
+            assert torch.equal(codec.decode(blob, lite)[1], y_enc.cpu())  # decodes on the CPU
 
 
 @cuda
@@ -294,7 +297,8 @@ def test_fused_entropy_params_on_gpu_equal_the_torch_ops(lite, scale):
     # A whole decode: fused parameters and streams decoded on the device, against neither.
     for model, strings, zs, sizes, shifts, y_hat in _padded_fronts_cases(gpu):
         for padded in (False, True):
-            new = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts, padded_fronts=padded)
+            new = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts,
+                                                padded_fronts=padded, native=True, fused=True)
             old = entropy_coding.decode_latents(model, strings, zs, sizes, "cuda", scale_shifts=shifts,
                                                 padded_fronts=padded, native=False)
             for b, (p, q) in enumerate(zip(new, old)):
@@ -307,14 +311,16 @@ def test_gpu_and_cpu_decode_each_others_files(lite):
 
     gpu = copy.deepcopy(lite).cuda()
     img = photo("chelsea", (256, 192))
-    from_gpu, y_gpu = codec.encode(img, gpu, device="cuda")
     from_cpu, y_cpu = codec.encode(img, lite)
-    _, y = codec.decode(from_gpu, lite)
-    assert torch.equal(y, y_gpu.cpu())
-    _, y = codec.decode(from_cpu, gpu, device="cuda")
-    assert torch.equal(y.cpu(), y_cpu)
-    batched = codec.decode_batch([from_gpu, from_cpu], gpu, device="cuda")
-    assert torch.equal(batched[0][1].cpu(), y_gpu.cpu()) and torch.equal(batched[1][1].cpu(), y_cpu)
+    for path in entropy_coding.ENTROPY_PATHS:  # each of the GPU's ways to code
+        with entropy_coding.use_entropy_path(path):
+            from_gpu, y_gpu = codec.encode(img, gpu, device="cuda")
+            _, y = codec.decode(from_gpu, lite)
+            assert torch.equal(y, y_gpu.cpu())
+            _, y = codec.decode(from_cpu, gpu, device="cuda")
+            assert torch.equal(y.cpu(), y_cpu)
+            batched = codec.decode_batch([from_gpu, from_cpu], gpu, device="cuda")
+            assert torch.equal(batched[0][1].cpu(), y_gpu.cpu()) and torch.equal(batched[1][1].cpu(), y_cpu)
 
 
 @pytest.fixture(scope="module")
