@@ -85,10 +85,11 @@ def test_native_decoder_equals_compressai_over_steps(lite, dtype):
     assert torch.equal(fast.state[:, 1], fast.state[:, 2])
 
 
-def test_emulated_cuda_kernel_equals_compressai(lite, emu):
+@pytest.mark.parametrize("count, channels", [(70, 16), (4, 300)])
+def test_emulated_cuda_kernel_equals_compressai(lite, emu, count, channels):
     # The .cu launcher and kernel themselves, run on the host (tests/test_cuda_emulation.py):
-    # one thread per stream over 70 streams, more than one block of 64.
-    streams = _random_streams(lite, [3, 1, 2] * 23 + [2], 16, seed=4)
+    # a block per stream, its threads preparing the table rows 128 channels at a time.
+    streams = _random_streams(lite, ([3, 1, 2] * 24)[:count], channels, seed=4)
     t = row_streams.DeviceTables(lite, torch.device("cpu"))
     held = row_streams.NativeDecoders([s for s, _, _ in streams], t)  # its words and states, on the CPU
     for index, ids, want in _interleave(streams, 3):

@@ -27,16 +27,40 @@ constexpr at::DeviceType kTensorDevice = at::kCUDA;
 constexpr at::DeviceType kTensorDevice = at::kCPU;  // the emulation runs on CPU tensors
 #endif
 
+// One block of 32 threads per stream, as rans_step_kernel below: the threads look up the
+// table rows of a chunk of the row's channels and where their searches start, then thread
+// 0 decodes them in order.
+constexpr int kStepThreads = 32;
+constexpr int kStepChunk = 128;  // channels prepared at a time (shared memory per block)
+
 template <typename Out>
 __global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
                                    const int64_t* row_stream, int64_t rows, const int64_t* index, int64_t channels,
                                    const int32_t* cdf, int64_t stride, const int32_t* cdf_length,
                                    const int32_t* offset, int64_t tables, Out* out) {
-  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (s >= streams) return;
-  rans::Stream local = state[s];
-  rans::decode_rows(local, words, s, row_stream, rows, index, channels, cdf, stride, cdf_length, offset, tables, out);
-  state[s] = local;
+  __shared__ rans::TableRow table[kStepChunk];
+  __shared__ rans::SearchStart start[kStepChunk];
+  const int64_t s = blockIdx.x;  // every thread of a block takes the same branches: the barriers match
+  const int lane = static_cast<int>(threadIdx.x);
+  rans::Stream local{};
+  if (lane == 0) local = state[s];
+  for (int64_t r = 0; r < rows; ++r) {
+    if (row_stream[r] != s) continue;
+    for (int64_t c0 = 0; c0 < channels; c0 += kStepChunk) {
+      const int64_t n = channels - c0 < kStepChunk ? channels - c0 : kStepChunk;
+      for (int64_t i = lane; i < n; i += kStepThreads) {
+        table[i] = rans::table_row(index[r * channels + c0 + i], cdf, stride, cdf_length, offset, tables);
+        start[i] = rans::search_start(table[i]);
+      }
+      __syncthreads();
+      if (lane == 0) {
+        Out* dst = out + r * channels + c0;
+        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(rans::decode_symbol(local, words, table[i], start[i]));
+      }
+      __syncthreads();  // the next chunk's tables are written after thread 0 has read these
+    }
+  }
+  if (lane == 0) state[s] = local;
 }
 
 at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
@@ -49,9 +73,9 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
   if (streams == 0 || rows == 0) return out;
   auto* st = reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>());
   const auto* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
-  const unsigned int blocks = static_cast<unsigned int>((streams + kStreamThreads - 1) / kStreamThreads);
   auto run = [&](auto* o) {
-    launch(rans_decode_kernel<std::remove_pointer_t<decltype(o)>>, blocks, kStreamThreads, st, streams, w,
+    launch(rans_decode_kernel<std::remove_pointer_t<decltype(o)>>, static_cast<unsigned int>(streams), kStepThreads,
+           st, streams, w,
            row_stream.const_data_ptr<int64_t>(), rows, index.const_data_ptr<int64_t>(), channels,
            cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
            offset.const_data_ptr<int32_t>(), cdf.size(0), o);
@@ -70,9 +94,6 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
 // coder's state), then thread 0 decodes the symbols in order, which for most symbols
 // needs no load at all, then the threads write y_hat together. The serial part per
 // symbol drops from about a dozen dependent loads to a few arithmetic instructions.
-constexpr int kStepThreads = 32;
-constexpr int kStepChunk = 128;  // channels prepared at a time (shared memory per block)
-
 __global__ void rans_step_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
                                  const int64_t* row_stream, int64_t rows, const double* gaussian, int64_t channels,
                                  const double* thresholds, int64_t n_thresholds, const int32_t* cdf, int64_t stride,
