@@ -27,19 +27,24 @@ constexpr at::DeviceType kTensorDevice = at::kCUDA;
 constexpr at::DeviceType kTensorDevice = at::kCPU;  // the emulation runs on CPU tensors
 #endif
 
-// One block of 32 threads per stream, as rans_step_kernel below: the threads look up the
-// table rows of a chunk of the row's channels and where their searches start, then thread
-// 0 decodes them in order.
+// Both decoding kernels run one block of 32 threads per stream. For each of the stream's
+// rows in the call, the threads find a chunk of channels' table rows and search starts
+// together (loads independent of the coder's state: thresholds, table lookups, the CDF
+// values around the symbol of value 0), thread 0 decodes the chunk's symbols in order,
+// which for most symbols needs no load at all, and the threads write the results
+// together. The serial part per symbol drops from about a dozen dependent loads to a few
+// instructions. `Rows` says where a symbol's table row comes from and where it goes.
 constexpr int kStepThreads = 32;
 constexpr int kStepChunk = 128;  // channels prepared at a time (shared memory per block)
 
-template <typename Out>
-__global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
-                                   const int64_t* row_stream, int64_t rows, const int64_t* index, int64_t channels,
-                                   const int32_t* cdf, int64_t stride, const int32_t* cdf_length,
-                                   const int32_t* offset, int64_t tables, Out* out) {
+template <typename Rows>
+__device__ void decode_stream_rows(rans::Stream* state, const uint32_t* words, const int64_t* row_stream,
+                                   int64_t rows, int64_t channels, const int32_t* cdf, int64_t stride,
+                                   const int32_t* cdf_length, const int32_t* offset, int64_t tables,
+                                   const Rows& io) {
   __shared__ rans::TableRow table[kStepChunk];
   __shared__ rans::SearchStart start[kStepChunk];
+  __shared__ int32_t q[kStepChunk];
   const int64_t s = blockIdx.x;  // every thread of a block takes the same branches: the barriers match
   const int lane = static_cast<int>(threadIdx.x);
   rans::Stream local{};
@@ -49,18 +54,35 @@ __global__ void rans_decode_kernel(rans::Stream* state, int64_t streams, const u
     for (int64_t c0 = 0; c0 < channels; c0 += kStepChunk) {
       const int64_t n = channels - c0 < kStepChunk ? channels - c0 : kStepChunk;
       for (int64_t i = lane; i < n; i += kStepThreads) {
-        table[i] = rans::table_row(index[r * channels + c0 + i], cdf, stride, cdf_length, offset, tables);
+        table[i] = rans::table_row(io.table(r, c0 + i), cdf, stride, cdf_length, offset, tables);
         start[i] = rans::search_start(table[i]);
       }
       __syncthreads();
       if (lane == 0) {
-        Out* dst = out + r * channels + c0;
-        for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(rans::decode_symbol(local, words, table[i], start[i]));
+        for (int64_t i = 0; i < n; ++i) q[i] = rans::decode_symbol(local, words, table[i], start[i]);
       }
-      __syncthreads();  // the next chunk's tables are written after thread 0 has read these
+      __syncthreads();  // the next chunk's tables and symbols are written after these are read
+      for (int64_t i = lane; i < n; i += kStepThreads) io.put(r, c0 + i, q[i]);
     }
   }
   if (lane == 0) state[s] = local;
+}
+
+// native_rans_decode: the table rows given, the symbols out.
+template <typename Out>
+struct GivenRows {
+  const int64_t* index;
+  Out* out;
+  int64_t channels;
+  __device__ int64_t table(int64_t r, int64_t c) const { return index[r * channels + c]; }
+  __device__ void put(int64_t r, int64_t c, int32_t symbol) const { out[r * channels + c] = static_cast<Out>(symbol); }
+};
+
+template <typename Out>
+__global__ void rans_decode_kernel(rans::Stream* state, const uint32_t* words, const int64_t* row_stream,
+                                   int64_t rows, const int32_t* cdf, int64_t stride, const int32_t* cdf_length,
+                                   const int32_t* offset, int64_t tables, GivenRows<Out> io) {
+  decode_stream_rows(state, words, row_stream, rows, io.channels, cdf, stride, cdf_length, offset, tables, io);
 }
 
 at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
@@ -74,11 +96,11 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
   auto* st = reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>());
   const auto* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
   auto run = [&](auto* o) {
-    launch(rans_decode_kernel<std::remove_pointer_t<decltype(o)>>, static_cast<unsigned int>(streams), kStepThreads,
-           st, streams, w,
-           row_stream.const_data_ptr<int64_t>(), rows, index.const_data_ptr<int64_t>(), channels,
-           cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
-           offset.const_data_ptr<int32_t>(), cdf.size(0), o);
+    using Out = std::remove_pointer_t<decltype(o)>;
+    launch(rans_decode_kernel<Out>, static_cast<unsigned int>(streams), kStepThreads, st, w,
+           row_stream.const_data_ptr<int64_t>(), rows, cdf.const_data_ptr<int32_t>(), cdf.size(1),
+           cdf_length.const_data_ptr<int32_t>(), offset.const_data_ptr<int32_t>(), cdf.size(0),
+           GivenRows<Out>{index.const_data_ptr<int64_t>(), o, channels});
   };
   if (dtype == at::kDouble) {
     run(out.data_ptr<double>());
@@ -88,46 +110,29 @@ at::Tensor rans_decode(const at::Tensor& state, const at::Tensor& words, const a
   return out;
 }
 
-// One block of 32 threads per stream. For each of the stream's rows in the step, the
-// threads find every channel's table row and search start together (thresholds, table
-// lookups and the CDF values around the symbol of value 0: loads independent of the
-// coder's state), then thread 0 decodes the symbols in order, which for most symbols
-// needs no load at all, then the threads write y_hat together. The serial part per
-// symbol drops from about a dozen dependent loads to a few arithmetic instructions.
-__global__ void rans_step_kernel(rans::Stream* state, int64_t streams, const uint32_t* words,
-                                 const int64_t* row_stream, int64_t rows, const double* gaussian, int64_t channels,
-                                 const double* thresholds, int64_t n_thresholds, const int32_t* cdf, int64_t stride,
-                                 const int32_t* cdf_length, const int32_t* offset, int64_t tables,
-                                 const int64_t* write, double* y_rows, double unit, double act_max) {
-  __shared__ rans::TableRow table[kStepChunk];
-  __shared__ rans::SearchStart start[kStepChunk];
-  __shared__ double q[kStepChunk];
-  const int64_t s = blockIdx.x;  // every thread of a block takes the same branches: the barriers match
-  const int lane = static_cast<int>(threadIdx.x);
-  rans::Stream local{};
-  if (lane == 0) local = state[s];
-  for (int64_t r = 0; r < rows; ++r) {
-    if (row_stream[r] != s) continue;
-    const double* scale = gaussian + r * 2 * channels;
-    const double* mean = scale + channels;
-    double* dst = y_rows + write[r] * channels;
-    for (int64_t c0 = 0; c0 < channels; c0 += kStepChunk) {
-      const int64_t n = channels - c0 < kStepChunk ? channels - c0 : kStepChunk;
-      for (int64_t i = lane; i < n; i += kStepThreads) {
-        const int64_t c = c0 + i;
-        const int64_t t = rans::scale_row(thresholds + c * n_thresholds, n_thresholds, scale[c]);
-        table[i] = rans::table_row(t, cdf, stride, cdf_length, offset, tables);
-        start[i] = rans::search_start(table[i]);
-      }
-      __syncthreads();
-      if (lane == 0) {
-        for (int64_t i = 0; i < n; ++i) q[i] = rans::decode_symbol(local, words, table[i], start[i]);
-      }
-      __syncthreads();  // the next chunk's tables are written after every thread has read q
-      for (int64_t i = lane; i < n; i += kStepThreads) dst[c0 + i] = rans::clamp_y(q[i] * unit + mean[c0 + i], act_max);
-    }
+// The decoding step: each symbol's table row from its scale (the channel's thresholds
+// below it), its y_hat integer clamp(q * unit + mean) into row write[r] of y_rows.
+struct StepRows {
+  const double* gaussian;  // (rows, 2 * channels): scales, then means
+  const double* thresholds;
+  int64_t n_thresholds;
+  const int64_t* write;
+  double* y_rows;
+  int64_t channels;
+  double unit, act_max;
+  __device__ int64_t table(int64_t r, int64_t c) const {
+    return rans::scale_row(thresholds + c * n_thresholds, n_thresholds, gaussian[r * 2 * channels + c]);
   }
-  if (lane == 0) state[s] = local;
+  __device__ void put(int64_t r, int64_t c, int32_t symbol) const {
+    const double mean = gaussian[(r * 2 + 1) * channels + c];
+    y_rows[write[r] * channels + c] = rans::clamp_y(static_cast<double>(symbol) * unit + mean, act_max);
+  }
+};
+
+__global__ void rans_step_kernel(rans::Stream* state, const uint32_t* words, const int64_t* row_stream, int64_t rows,
+                                 const int32_t* cdf, int64_t stride, const int32_t* cdf_length, const int32_t* offset,
+                                 int64_t tables, StepRows io) {
+  decode_stream_rows(state, words, row_stream, rows, io.channels, cdf, stride, cdf_length, offset, tables, io);
 }
 
 void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at::Tensor& row_stream,
@@ -139,13 +144,13 @@ void rans_decode_step(const at::Tensor& state, const at::Tensor& words, const at
   DeviceGuard guard(state.device());
   const int64_t streams = state.size(0);
   if (streams == 0 || row_stream.size(0) == 0) return;
+  const StepRows io{gaussian.const_data_ptr<double>(), thresholds.const_data_ptr<double>(), thresholds.size(1),
+                    write.const_data_ptr<int64_t>(), y_rows.data_ptr<double>(), y_rows.size(1), unit, act_max};
   launch(rans_step_kernel, static_cast<unsigned int>(streams), kStepThreads,
-         reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>()), streams,
+         reinterpret_cast<rans::Stream*>(state.data_ptr<int64_t>()),
          reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>()), row_stream.const_data_ptr<int64_t>(),
-         row_stream.size(0), gaussian.const_data_ptr<double>(), y_rows.size(1), thresholds.const_data_ptr<double>(),
-         thresholds.size(1), cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
-         offset.const_data_ptr<int32_t>(), cdf.size(0), write.const_data_ptr<int64_t>(), y_rows.data_ptr<double>(),
-         unit, act_max);
+         row_stream.size(0), cdf.const_data_ptr<int32_t>(), cdf.size(1), cdf_length.const_data_ptr<int32_t>(),
+         offset.const_data_ptr<int32_t>(), cdf.size(0), io);
 }
 
 __global__ void rans_encode_kernel(int64_t streams, const int64_t* position_stream, int64_t positions,
