@@ -6,8 +6,8 @@ image), the decode's two parts (wavefront latent decode, synthesis), and the ser
 it replaces: format 1's float raster loop (CompressAI's structure, our trimmed tables) and
 the int64 serial reference of formats 2 to 4; and the latent decode and the encode on
 every entropy path of the device (entropy_coding.ENTROPY_PATHS: CompressAI's coder on the
-host, the native rANS kernels on the device, and on a GPU the fused parameter kernels
-too). CompressAI's own mbt2018 (N = M = 192, the same
+host, the native rANS kernels on the host or the device, and on a GPU the fused
+parameter kernels too). CompressAI's own mbt2018 (N = M = 192, the same
 joint hyperprior + 5x5 context model, untrained weights: timing only) is measured on the
 same image as the outside baseline.
 """
@@ -140,10 +140,12 @@ def bench_config(
 
 
 def entropy_paths(device: torch.device) -> list[str]:
-    """The entropy paths (entropy_coding.ENTROPY_PATHS) that differ on ``device``."""
+    """The entropy paths (entropy_coding.ENTROPY_PATHS) that run, and differ, on ``device``."""
+    if not row_streams.native_available(torch.device("cpu")):
+        return ["compressai"]
     if not row_streams.native_available(device):
-        return ["host"]
-    return list(entropy_coding.ENTROPY_PATHS) if device.type == "cuda" else ["host", "device"]
+        return ["compressai", "host"]
+    return list(entropy_coding.ENTROPY_PATHS) if device.type == "cuda" else ["compressai", "host", "device"]
 
 
 def bench_compressai(image: Image.Image, device: torch.device) -> dict:

@@ -43,16 +43,21 @@ KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
 
 
-# How the context steps get their symbols (decode) and parameters (decode and encode):
-# "host", CompressAI's decoder on the host and torch ops; "device", the native rANS kernels
-# on the tensors' device and torch ops; "fused", the same with the fused parameter kernels
-# (CUDA; on a CPU the same as "device"). AINN_ENTROPY_PATH picks one for the process; else
-# a CPU takes "device" (2x the host path on 2 cores, benchmarks/results/decode_cpu.md) and
-# a GPU GPU_ENTROPY_PATH: "host", the faster one of the only GPU run (H200, 2026-12-04,
-# benchmarks/results/h200_2026-12-04b.md: paper latents 55-89 ms, against 237 ms "fused"
-# with the first fused kernel, since rewritten; "device" was not timed). `ainn bench` and
-# benchmarks/profile_decode.py time all three in one run.
-ENTROPY_PATHS = ("host", "device", "fused")
+# How the context steps get their symbols (decode) and parameters (decode and encode),
+# each path writing and reading the same bytes:
+# - "compressai": CompressAI's rANS coder on the host (the reference), torch ops;
+# - "host": the native rANS kernels on the host, torch ops on the tensors' device (on a
+#   GPU a round trip per coding step: the table rows over, the symbols back);
+# - "device": the native rANS kernels on the tensors' device, torch ops;
+# - "fused": "device" with the fused parameter kernels (CUDA; on a CPU as "device").
+# AINN_ENTROPY_PATH or use_entropy_path picks one; else a CPU takes "device" (2x the
+# CompressAI path on 2 cores, benchmarks/results/decode_cpu.md) and a GPU
+# GPU_ENTROPY_PATH, "host": the structure of the fastest path of the only GPU run (H200,
+# benchmarks/results/h200_2026-12-04b.md: paper latents 55-89 ms with CompressAI's coder,
+# against 237 ms on "fused" with the first fused kernel, since rewritten; "device" was not
+# timed) with the native coder in CompressAI's place (bit-exact, and 2x its decoding and
+# 7x its encoding on a CPU). `ainn bench` and benchmarks/profile_decode.py time every path.
+ENTROPY_PATHS = ("compressai", "host", "device", "fused")
 GPU_ENTROPY_PATH = "host"
 
 
@@ -72,15 +77,21 @@ def use_entropy_path(name: str) -> Iterator[None]:
 
 
 def entropy_path(device: torch.device | str) -> str:
-    """The path (ENTROPY_PATHS) coding on ``device`` takes when the caller does not say;
-    "host" where the native kernels are not available."""
+    """The path (ENTROPY_PATHS) coding on ``device`` takes when the caller does not say:
+    the one chosen, or the device's default, less what cannot run here ("device" and
+    "fused" fall back to "host" without the device's native kernels, "host" to
+    "compressai" without the host's)."""
     device = torch.device(device)
     name = _path_override.get() or os.environ.get("AINN_ENTROPY_PATH", "auto")
     if name not in ("auto",) + ENTROPY_PATHS:
         raise OptionError(f"AINN_ENTROPY_PATH={name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
     if name == "auto":
         name = GPU_ENTROPY_PATH if device.type == "cuda" else "device"
-    return name if name == "host" or row_streams.native_available(device) else "host"
+    if name in ("device", "fused") and not row_streams.native_available(device):
+        name = "host"
+    if name == "host" and not row_streams.native_available(torch.device("cpu")):
+        name = "compressai"
+    return name
 
 
 SHIFT_SEARCH = 32  # the encoder tries scale shifts -32..32 (table scales x/÷ 2.1)
@@ -386,20 +397,25 @@ def encode_latents(
     payload of K row streams (row_streams.py); None, format 4 with the default K.
     ``padded_fronts``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
-    path = entropy_path(y.device)  # the rANS coder on the host or the device, the parameters fused or not
+    path = entropy_path(y.device)  # which rANS coder, where; the parameters fused or not
     z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts, path == "fused")
+    native = path != "compressai"
+
+    def coder_side(t: torch.Tensor) -> torch.Tensor:  # "host": the native coder on the CPU
+        return t.cpu() if path == "host" else t
+
     height, width = y.shape[-2:]
     schedule = _schedule(fp, [(height, width)] * len(coded), model.config.context)
     count = streams if streams else row_streams.default_streams(height, width)
     y_strings, shifts = [], []
     for b, (q, scale) in enumerate(coded):
         shifts.append(choose_scale_shift(fp, model, q, scale) if scale_shift is None else scale_shift)
-        index = fp.scale_index(scale, shifts[-1])
+        q, index = coder_side(q), coder_side(fp.scale_index(scale, shifts[-1]))
         if streams == 0:
-            y_strings.append(rans_encode(model, q, index, path != "host"))
+            y_strings.append(rans_encode(model, q, index, native))
         else:
             split = row_streams.encode(
-                model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count, path != "host"
+                model, q.view(-1, fp.M), index.view(-1, fp.M), coder_side(schedule.rows_in_order(b)), count, native
             )
             y_strings.append(row_streams.pack(split))
     return y_strings, z_strings, y_hat, shifts
@@ -428,15 +444,18 @@ def decode_latents(
     on a GPU one CUDA graph (``progress`` is then not called). ``native``: decode the rANS
     streams with the native kernel on the device (False: CompressAI's decoder on the
     host); ``fused``: the context steps' parameters from the fused CUDA kernels (False: the
-    torch ops; None: as ``native``). Both None: :func:`entropy_path`. The same symbols
-    every way."""
+    torch ops; None: as ``native``). Both None: :func:`entropy_path`, which can also put
+    the native decoder on the host. The same symbols every way."""
     shifts = list(scale_shifts) if scale_shifts is not None else [0] * len(y_strings)
     fp = fixed_point(model, device)
     if native is None:
         path = entropy_path(fp.device)
-        native, fused = path != "host", (path == "fused") if fused is None else fused
-    elif fused is None:
-        fused = native
+        coder = "device" if path == "fused" else path
+        fused = (path == "fused") if fused is None else fused
+    else:
+        coder = "device" if native else "compressai"
+        fused = native if fused is None else fused
+    native = coder == "device"
     sizes = [tuple(s) for s in latent_sizes]
     z_syms = [_decode_z(model, z, s) for z, s in zip(z_strings, sizes)]
     schedule = _schedule(fp, sizes, model.config.context)
@@ -462,6 +481,8 @@ def decode_latents(
             fixed.decode_all(fixed.decoders, schedule.padded_row_streams(counts, fixed.rows))
             return _latent(y_pad, sizes)
         decoders = row_streams.device_decoders(model, streams, fp.device)
+    elif coder == "host":
+        decoders = row_streams.HostDecoders(model, streams)
     else:
         symbols = []  # how many each stream holds: CompressAI's decoder needs its input padded
         for b, k in enumerate(counts):

@@ -254,6 +254,18 @@ class NativeDecoders:
         )
 
 
+class HostDecoders(NativeDecoders):
+    """The native decoder on the host for a step whose table rows were computed on another
+    device (a GPU): the rows cross to the host, the symbols back, one round trip a step
+    (what CompressAIDecoders costs too, with a faster decoder between)."""
+
+    def __init__(self, model, streams: Sequence[bytes]) -> None:
+        super().__init__(streams, device_tables(model, torch.device("cpu")))
+
+    def decode(self, index: torch.Tensor, row_stream: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return super().decode(index.cpu(), row_stream.cpu(), dtype).to(index.device)
+
+
 class DeviceTables:
     """A model's CDF tables as tensors on one device, for :class:`NativeDecoders`."""
 

@@ -17,7 +17,7 @@
 # decode_more+ops_fwd (105 s); a later session build+tests_cuda+decode+decode_streams
 # (230 s, build 47 s), and was then refused a second machine. Still unmeasured, in the
 # default order: the GPU tests of the fixes since (tests_cuda), the rewritten fused
-# parameter kernel and the three entropy paths (decode times them all; profile splits a
+# parameter kernel and the four entropy paths (decode times them all; profile splits a
 # decode into its parts), the bandwidth target (ops_large), the whole model again (model),
 # the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
 # second machine may not be lent.

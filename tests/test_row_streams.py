@@ -305,10 +305,10 @@ def test_cuda_encoder_writes_compressai_bytes(lite):
 
 
 def test_entropy_path_choice(monkeypatch):
-    # AINN_ENTROPY_PATH, else the device's default; "host" wherever the native kernels are not.
+    # AINN_ENTROPY_PATH, else the device's default; less what the native kernels here allow.
     monkeypatch.delenv("AINN_ENTROPY_PATH", raising=False)
     has_native = row_streams.native_available(torch.device("cpu"))
-    assert entropy_coding.entropy_path("cpu") == ("device" if has_native else "host")
+    assert entropy_coding.entropy_path("cpu") == ("device" if has_native else "compressai")
     monkeypatch.setattr(row_streams, "native_available", lambda device: True)
     assert entropy_coding.entropy_path("cuda") == entropy_coding.GPU_ENTROPY_PATH == "host"
     monkeypatch.setenv("AINN_ENTROPY_PATH", "fused")
@@ -316,8 +316,11 @@ def test_entropy_path_choice(monkeypatch):
     with entropy_coding.use_entropy_path("device"):
         assert entropy_coding.entropy_path("cuda") == "device"
     assert entropy_coding.entropy_path("cuda") == "fused"
-    monkeypatch.setattr(row_streams, "native_available", lambda device: False)
+    # No CUDA kernels: the native decoder on the host; no native kernels at all: CompressAI's.
+    monkeypatch.setattr(row_streams, "native_available", lambda device: device.type == "cpu")
     assert entropy_coding.entropy_path("cuda") == "host"
+    monkeypatch.setattr(row_streams, "native_available", lambda device: False)
+    assert entropy_coding.entropy_path("cuda") == entropy_coding.entropy_path("cpu") == "compressai"
     monkeypatch.setenv("AINN_ENTROPY_PATH", "gpu")
     with pytest.raises(ValueError, match="AINN_ENTROPY_PATH='gpu'"):
         entropy_coding.entropy_path("cpu")
@@ -334,8 +337,10 @@ def test_every_entropy_path_codes_the_same_file(lite, monkeypatch):
     img = data.chelsea()[:128, :192]
     blob, y_enc = codec.encode(img, lite)
     made = []
-    for cls in (row_streams.CompressAIDecoders, row_streams.NativeDecoders):
-        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=cls.__init__, _name=cls.__name__: made.append(_name) or _init(self, *a))
+    for cls in (row_streams.CompressAIDecoders, row_streams.NativeDecoders, row_streams.HostDecoders):
+        init = cls.__dict__["__init__"]
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=init, _cls=cls: (
+            made.append(_cls.__name__) if type(self) is _cls else None) or _init(self, *a))
     encode_native = row_streams._encode_native
     monkeypatch.setattr(row_streams, "_encode_native", lambda *a: made.append("native encoder") or encode_native(*a))
     for name in entropy_coding.ENTROPY_PATHS:
@@ -343,4 +348,5 @@ def test_every_entropy_path_codes_the_same_file(lite, monkeypatch):
         with entropy_coding.use_entropy_path(name):
             assert codec.encode(img, lite)[0] == blob
             assert torch.equal(codec.decode(blob, lite)[1], y_enc)
-        assert made == (["CompressAIDecoders"] if name == "host" else ["native encoder", "NativeDecoders"])
+        want = {"compressai": ["CompressAIDecoders"], "host": ["native encoder", "HostDecoders"]}
+        assert made == want.get(name, ["native encoder", "NativeDecoders"])
