@@ -76,7 +76,7 @@ for s in $STEPS; do
             python3 -m ainn_fast.cli bench --device cuda --configs paper --no-serial --no-baseline \
             -o $LOG/decode_paper_eager_$TAG.json --force" ;;
     profile)  # issue 7: where a GPU latent decode spends its time, each entropy path and each part
-        step profile 90 sh -c "python3 benchmarks/profile_decode.py; \
+        step profile 150 sh -c "python3 benchmarks/profile_decode.py; \
             python3 benchmarks/profile_decode.py --context checkerboard --no-profiler" ;;
     decode_more)
         step decode_lite 40 python3 -m ainn_fast.cli bench --device cuda --configs lite --no-serial --no-baseline \
