@@ -81,6 +81,26 @@ __device__ __forceinline__ WarpTile warp_tile(int64_t outputs, int64_t rows) {
   return {active ? warp % outputs : 0, active ? (warp / outputs) * kTileRows : 0, active};
 }
 
+// acc[r] += the products src[r][k] * w[k] of this lane's k (lane, lane + 32, ... < n).
+__device__ __forceinline__ void lane_products(double (&acc)[kTileRows], const double* const (&src)[kTileRows],
+                                              const double* w, int64_t n, int lane) {
+#pragma unroll 4  // four iterations' loads in flight before their products wait on them
+  for (int64_t k = lane; k < n; k += 32) {
+    const double wv = w[k];
+#pragma unroll
+    for (int r = 0; r < kTileRows; ++r) acc[r] = fma(src[r][k], wv, acc[r]);
+  }
+}
+
+// The warp's totals: true in the lane that stores one of the tile's positions (its row in
+// *row, the total in *sum); every lane must call it (the shuffles).
+__device__ __forceinline__ bool tile_total(double (&acc)[kTileRows], const WarpTile& tile, int64_t rows, int lane,
+                                           int64_t* row, double* sum) {
+  *sum = warp_row_sums(acc, lane);
+  *row = tile.r0 + summed_row(lane);
+  return tile.active && (lane & 3) == 0 && *row < rows;
+}
+
 // out[r, :P2] = params[at[r], :]; out[r, P2 + o] = requantize(bias[o] + sum_{t, c}
 // y_rows[window[r, t], c] * w[o, t * M + c]).
 __global__ void context_kernel(const double* __restrict__ y_rows, int64_t M, const int64_t* __restrict__ window,
@@ -105,18 +125,12 @@ __global__ void context_kernel(const double* __restrict__ y_rows, int64_t M, con
       const int64_t row = tile.r0 + r < rows ? tile.r0 + r : rows - 1;
       src[r] = y_rows + window[row * taps + t] * M;
     }
-    const double* wt = wo + t * M;
-#pragma unroll 4  // four iterations' loads in flight before their products wait on them
-    for (int64_t c = lane; c < M; c += 32) {
-      const double wv = wt[c];
-#pragma unroll
-      for (int r = 0; r < kTileRows; ++r) acc[r] = fma(src[r][c], wv, acc[r]);
-    }
+    lane_products(acc, src, wo + t * M, M, lane);
   }
-  const double sum = warp_row_sums(acc, lane);
-  const int r = summed_row(lane);
-  if (tile.active && (lane & 3) == 0 && tile.r0 + r < rows) {
-    out[(tile.r0 + r) * width + P2 + tile.o] = requantize(sum + bias[tile.o], inv_scale, act_max);
+  int64_t row;
+  double sum;
+  if (tile_total(acc, tile, rows, lane, &row, &sum)) {
+    out[row * width + P2 + tile.o] = requantize(sum + bias[tile.o], inv_scale, act_max);
   }
 }
 
@@ -130,20 +144,14 @@ __global__ void dense_kernel(const double* __restrict__ x, int64_t K, int64_t ro
   const double* src[kTileRows];
 #pragma unroll
   for (int r = 0; r < kTileRows; ++r) src[r] = x + (tile.r0 + r < rows ? tile.r0 + r : rows - 1) * K;
-  const double* wo = w + tile.o * K;
   double acc[kTileRows] = {};
-#pragma unroll 4
-  for (int64_t k = lane; k < K; k += 32) {
-    const double wv = wo[k];
-#pragma unroll
-    for (int r = 0; r < kTileRows; ++r) acc[r] = fma(src[r][k], wv, acc[r]);
-  }
-  const double sum = warp_row_sums(acc, lane);
-  const int r = summed_row(lane);
-  if (tile.active && (lane & 3) == 0 && tile.r0 + r < rows) {
+  lane_products(acc, src, w + tile.o * K, K, lane);
+  int64_t row;
+  double sum;
+  if (tile_total(acc, tile, rows, lane, &row, &sum)) {
     double v = requantize(sum + bias[tile.o], inv_scale, act_max);
     if (slope > 0) v = fmax(v, floor(v * (static_cast<double>(slope) / 65536.0)));  // exact: slope < 2^16
-    out[(tile.r0 + r) * N + tile.o] = v;
+    out[row * N + tile.o] = v;
   }
 }
 
