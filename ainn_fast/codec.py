@@ -21,7 +21,7 @@ from . import container, image_io, row_streams
 from .checkpoint import is_derived
 from .entropy_coding import decode_latents, decode_latents_v1, encode_latents, encode_latents_v1, split_shift
 from .errors import FormatError, InputError, ModelMismatchError
-from .inference import uses_front_graphs
+from .inference import prepare_for_decoding, uses_front_graphs
 from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
 from .refinement import rd_cost, refine_latent
@@ -63,10 +63,11 @@ def default_model(quality: int = DEFAULT_QUALITY, metric: str = DEFAULT_METRIC, 
 def _shared_default(quality: int, metric: str, config: str, device: str) -> AINN:
     """Prepared default models kept for this module's own calls: loading and preparing one
     costs about 0.5 s of CPU (lite), as much as decoding the latents of a 512x512 photo,
-    and a program decoding many files would pay it each time. Never handed out (callers
-    of ``resolve_model`` get a model of their own), because ``prepare_for_decoding``
-    and ``.to()`` change a model in place."""
-    return prepare_model(default_model(quality, metric, config), device)
+    and a program decoding many files would pay it each time. Prepared for coding too
+    (inference.prepare_for_decoding: both transforms). Never handed out (callers of
+    ``resolve_model`` get a model of their own), because ``prepare_for_decoding`` and
+    ``.to()`` change a model in place."""
+    return prepare_for_decoding(prepare_model(default_model(quality, metric, config), device))
 
 
 def _device_key(device) -> str:

@@ -196,10 +196,12 @@ def evaluate_ainn(
     """ainn_fast's curve: one setting per (label, model); models are prepared here.
     ``refine``: the encoder's latent refinement steps, ``streams`` its y streams (codec.encode)."""
     from . import codec
+    from .inference import prepare_for_decoding
 
     def jobs():
         for label, model in models:
-            model = codec.prepare_model(model, device)
+            # Coded as ainn compress and decompress code (BatchNorm folded, NHWC on a CPU).
+            model = prepare_for_decoding(codec.prepare_model(model, device))
             # One small untimed round trip first: lazy imports and backend set-up
             # would otherwise be charged to the first image.
             codec.decode(codec.encode(np.zeros((16, 16, 3), np.uint8), model)[0], model)

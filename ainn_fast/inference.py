@@ -1,9 +1,11 @@
-"""A faster synthesis transform ``g_s`` for decoding (inference only).
+"""Faster transforms for coding (inference only): ``g_s`` for decoding, and ``g_a``,
+which shares the invertible network with it, for encoding.
 
 :func:`prepare_for_decoding` rewrites an eval-mode model in place: BatchNorm folded into
 the convolution before it, the inverse 1x1 matrices cached (see
-``InvConv1x1.inverse_weight``), and optionally ``g_s`` compiled and/or replayed from CUDA
-graphs. The training model and its modules' code are left as they are.
+``InvConv1x1.inverse_weight``), both transforms channels_last on a CPU, and optionally
+``g_s`` compiled and/or replayed from CUDA graphs. The training model and its modules'
+code are left as they are.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from .models import AINN
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-# The modules AINN.g_s runs.
+# The modules AINN.g_s runs, and those only AINN.g_a runs (the invertible network is both's).
 SYNTHESIS_MODULES = ("cfrm", "inn", "pdm", "ms_cfrm", "fdsm_s")
+ANALYSIS_MODULES = ("fdsm_d",)
 
 
 def prepare_for_decoding(
@@ -42,7 +45,9 @@ def prepare_for_decoding(
     each level's inverse 1x1 matrix is computed once. ``channels_last`` (default: on when
     the model is on the CPU) runs the synthesis in NHWC end to end: oneDNN's convolutions
     are faster in it and the native kernels keep it without copies (768x512 lite, one
-    thread: 1.15 s instead of 1.49 s); on CUDA it is off by default: on an H200 the
+    thread: 1.15 s instead of 1.49 s); the analysis g_a too, since it shares the
+    invertible network (fed NCHW, that network's NHWC weights made it slower than
+    unprepared); on CUDA it is off by default: on an H200 the
     unprepared paper g_s ran 8 % faster in NHWC on the native backend but 9 % slower on
     the reference one (benchmarks/results/h200_2026-12-04.md); prepared, not measured yet.
     ``compile`` wraps ``g_s`` with
@@ -64,7 +69,8 @@ def prepare_for_decoding(
         for level in model.inn.levels:  # fill the inverse caches now, not on the first decode
             level.conv1x1.inverse_weight()
 
-    model.__dict__.pop("g_s", None)  # drop an earlier wrapper: preparing twice does not stack
+    for name in ("g_s", "g_a"):  # drop earlier wrappers: preparing twice does not stack
+        model.__dict__.pop(name, None)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     device = next(model.parameters()).device
@@ -74,13 +80,14 @@ def prepare_for_decoding(
     if channels_last is None:
         channels_last = device.type == "cpu"
     if channels_last:  # before the low-precision copies, which keep the format
-        for name in SYNTHESIS_MODULES:
+        for name in SYNTHESIS_MODULES + ANALYSIS_MODULES:
             if getattr(model, name) is not None:
                 getattr(model, name).to(memory_format=torch.channels_last)
     if precision != "fp32":
-        _set_g_s(model, _LowPrecisionSynthesis(model, PRECISIONS[precision]))
+        _set_transform(model, "g_s", _LowPrecisionSynthesis(model, PRECISIONS[precision]))
     if channels_last:
-        _set_g_s(model, _ChannelsLastSynthesis(model.g_s))
+        _set_transform(model, "g_s", _ChannelsLast(model.g_s))
+        _set_transform(model, "g_a", _ChannelsLast(model.g_a))
     if cuda_graphs and not torch.cuda.is_available():
         warnings.warn("cuda_graphs=True but CUDA is not available: g_s stays eager", stacklevel=2)
         cuda_graphs = False
@@ -93,7 +100,7 @@ def prepare_for_decoding(
             g_s = torch.compile(g_s)
         if cuda_graphs:
             g_s = _GraphedSynthesis(g_s, next(model.parameters()))
-        _set_g_s(model, g_s)
+        _set_transform(model, "g_s", g_s)
     return model
 
 
@@ -103,10 +110,10 @@ def uses_front_graphs(model: AINN) -> bool:
     return getattr(model, "_ainn_front_graphs", False)
 
 
-def _set_g_s(model: AINN, g_s: Callable) -> None:
+def _set_transform(model: AINN, name: str, fn: Callable) -> None:
     # An instance attribute shadows the method; object.__setattr__ because nn.Module's
     # would file a module under _modules, where lookup never reaches past the method.
-    object.__setattr__(model, "g_s", g_s)
+    object.__setattr__(model, name, fn)
 
 
 def fold_batchnorm(module: nn.Module) -> int:
@@ -139,14 +146,14 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((beta + scale * (b - mean)).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
 
 
-class _ChannelsLastSynthesis:
-    """``fn`` (a g_s) fed channels_last; its image comes back contiguous."""
+class _ChannelsLast:
+    """``fn`` (g_s or g_a) fed channels_last; its output comes back contiguous."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn
 
-    def __call__(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.fn(y_hat.contiguous(memory_format=torch.channels_last)).contiguous()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class _LowPrecisionSynthesis(nn.Module):

@@ -1,4 +1,4 @@
-"""prepare_for_decoding: g_s unchanged up to float32 rounding; the inverse cache is correct."""
+"""prepare_for_decoding: g_s and g_a unchanged up to float32 rounding; the inverse cache is correct."""
 
 import copy
 
@@ -51,21 +51,31 @@ def test_prepared_g_s_matches_reference(shape):
 
 
 @pytest.mark.parametrize("channels_last", [None, False])
-def test_channels_last_synthesis_on_cpu(channels_last):
-    """On the CPU the synthesis runs NHWC by default (faster convolutions, no copies in the
-    native kernels) and still returns a contiguous image equal to the reference's."""
+def test_channels_last_transforms_on_cpu(channels_last):
+    """On the CPU both transforms run NHWC by default (faster convolutions, no copies in
+    the native kernels): the synthesis, and the analysis, which shares the invertible
+    network and would otherwise feed its NHWC weights NCHW tensors. Each still returns a
+    contiguous tensor equal to the reference's."""
     ref = _tiny_model()
     fast = prepare_for_decoding(copy.deepcopy(ref), channels_last=channels_last)
     # (1x1 kernels or single input channels are both layouts at once; they prove nothing)
-    convs = [m for m in fast.inn.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.in_channels > 1]
-    assert convs
-    nhwc = channels_last is None
-    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == nhwc for c in convs)
+    for name in ("inn", "fdsm_d", "fdsm_s"):
+        module = getattr(fast, name)
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.in_channels > 1]
+        assert convs, name
+        nhwc = channels_last is None
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == nhwc for c in convs), name
     y_hat = torch.randn(1, ref.M, 4, 6).mul(4).round()
+    x = torch.rand(1, 3, 64, 96)
+    seen = []
+    hook = fast.inn.register_forward_pre_hook(lambda _, args: seen.append(args[0].is_contiguous()))
     with torch.no_grad():
-        out = fast.g_s(y_hat)
-        assert out.is_contiguous()
+        out, y = fast.g_s(y_hat), fast.g_a(x)
+        assert out.is_contiguous() and y.is_contiguous()
         _close(out, ref.g_s(y_hat), 1e-4)
+        _close(y, ref.g_a(x), 1e-4)
+    hook.remove()
+    assert seen == [not nhwc]  # g_a fed its invertible network in the weights' layout
 
 
 def test_refuses_training_mode():
