@@ -36,18 +36,26 @@ def _precision_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _refine_option(parser: argparse.ArgumentParser) -> None:
-    def steps(text: str) -> int:
+def _int_in(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer low..high (high None: no bound), refused in one line
+    (``choices=range(...)`` would print every choice)."""
+
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = -1
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected a number of steps >= 0, got {text!r}")
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"{low}..{high}"
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text!r}")
         return value
 
+    return parse
+
+
+def _refine_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--refine", type=steps, default=0, metavar="STEPS",
+        "--refine", type=_int_in(0, None, "a number of steps"), default=0, metavar="STEPS",
         help="optimise the latent for this image for STEPS gradient steps before coding: smaller files at "
         "the same quality, an ordinary file for any decoder, a slower encoder (about 2 s a step for "
         "512x512 on 2 CPU cores; 30 is a good choice; default 0: off)",
@@ -56,7 +64,7 @@ def _refine_option(parser: argparse.ArgumentParser) -> None:
 
 def _streams_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--streams", type=int, choices=range(0, 256), metavar="0..255",
+        "--streams", type=_int_in(0, 255, "a stream count"), metavar="0..255",
         help="rANS streams for y, dealt by latent row, so that a decoder (GPU or CPU) decodes a front's positions "
         "in parallel; about 7.5 bytes each (default: the rows a front spans, ceil(width / 48), at most "
         "ceil(height / 16); 0: one stream, format 3, the smallest file)",

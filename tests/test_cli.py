@@ -87,6 +87,8 @@ def test_existing_output_needs_force(capsys, tmp_path, photo_png, tiny_checkpoin
         (["compress", "{png}", "--bogus"], "unrecognized"),
         (["compress", "{png}", "-o", "{tmp}/x.ainn", "--refine", "-2"], "steps >= 0"),
         (["compress", "{png}", "-o", "{tmp}/x.ainn", "--refine", "lots"], "steps >= 0"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--streams", "300"], "stream count 0..255, got '300' (see"),
+        (["compress", "{png}", "-o", "{tmp}/x.ainn", "--streams", "-1"], "stream count 0..255, got '-1' (see"),
         (["frobnicate"], "invalid choice"),
         (["compress", "{tmp}/missing.png", "-o", "{tmp}/x.ainn"], "no such file"),
         (["compress", "{tmp}/notimage.png", "-o", "{tmp}/x.ainn"], "not an image"),
