@@ -186,19 +186,9 @@ def _read(path: str) -> bytes:
 
 
 def _open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    from .image_io import open_image
 
-    data = _read(path)
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        return img
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image format Pillow can read") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: {e}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InputError(f"{path}: damaged image ({e})") from None
+    return open_image(path)
 
 
 def _check_output(path: str, force: bool) -> Path:

@@ -28,9 +28,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from . import baselines, bdrate
+from . import baselines, bdrate, image_io
 from .errors import InputError
 from .losses import MS_SSIM_MIN_SIDE
 
@@ -115,16 +115,8 @@ def find_images(folders: Sequence[str | Path]) -> list[Path]:
 
 
 def load_image(path: Path) -> TestImage:
-    """The upright RGB pixels of an image file."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image format Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"{path}: damaged image ({e})") from None
-    return TestImage(path.name, pixels)
+    """The upright RGB pixels of an image file, as the codec sees them (image_io.read_rgb)."""
+    return TestImage(path.name, image_io.read_rgb(path))
 
 
 def psnr(original: np.ndarray, reconstruction: np.ndarray) -> float:

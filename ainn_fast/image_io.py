@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import FormatError, InputError
 
@@ -54,18 +55,63 @@ def to_pil(image) -> Image.Image:
     raise InputError(f"cannot code an image of type {type(image).__name__}")
 
 
-def prepare(image) -> PreparedImage:
-    img = to_pil(image)
+def open_image(path: str | Path) -> Image.Image:
+    """An image file, loaded; a missing, unreadable, unknown or damaged file is an
+    InputError naming it (Pillow's own errors are tracebacks to a user)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image format Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: {e}") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{path}: damaged image ({e})") from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as the codec sees its colours: upright (EXIF), 16-bit samples scaled
+    to 8 bits as :func:`prepare` does (Pillow's ``convert("RGB")`` would clip them to
+    255), then RGB; uint8 (H, W, 3). For training crops and evaluation references."""
+    img = _upright(open_image(path))
+    img = _eight_bit(img) or img
+    if img.mode == "F":
+        raise InputError(f"{path}: 32-bit floating-point images are not supported")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _upright(img: Image.Image) -> Image.Image:
     try:
         img = ImageOps.exif_transpose(img)
         img.load()
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"image data is damaged: {e}") from None
+    return img
+
+
+def _eight_bit(img: Image.Image) -> Image.Image | None:
+    """A 16-bit gray image as 8-bit gray (value / 257, rounded); None for other modes."""
+    if img.mode not in SIXTEEN_BIT:
+        return None
+    arr = np.asarray(img, dtype=np.int64).clip(0, 65535)
+    return Image.fromarray(((arr + 128) // 257).astype(np.uint8), "L")
+
+
+def prepare(image) -> PreparedImage:
+    img = _upright(to_pil(image))
     notes: list[str] = []
     mode = img.mode
     if mode in SIXTEEN_BIT:
-        arr = np.asarray(img, dtype=np.int64).clip(0, 65535)
-        img = Image.fromarray(((arr + 128) // 257).astype(np.uint8), "L")
+        img = _eight_bit(img)
         notes.append(f"{mode} (16-bit) image converted to 8 bits per sample")
         mode = "L"
     elif mode == "F":

@@ -18,17 +18,16 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 
 from . import zoo
 from .backend import use_backend
 from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
+from .image_io import read_rgb
 from .losses import RateDistortionLoss, lambda_for
 from .models import QUANTIZATIONS, STRIDE
 
@@ -78,9 +77,7 @@ def list_images(dirs: list[str]) -> list[Path]:
 
 
 def _load_rgb(path: Path) -> torch.Tensor:
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # uint8 (3, H, W)
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)  # uint8 (3, H, W)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

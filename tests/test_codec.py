@@ -83,6 +83,37 @@ def test_sixteen_bit_is_converted_to_eight(tiny_codec_model):
     assert out.mode == "L" and out.size == (64, 64)
 
 
+def test_files_read_for_training_and_evaluation_are_what_the_codec_codes(tmp_path):
+    """image_io.read_rgb (training crops, evaluation references) gives the pixels the
+    codec codes: 16-bit gray scaled to 8 bits (not clipped at 255), EXIF orientation
+    applied; a damaged or unknown file is an InputError that names it."""
+    from ainn_fast import evaluate, training
+
+    arr = (np.linspace(0, 65535, 48 * 40).reshape(40, 48)).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "gray16.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo("chelsea", (80, 40)).save(tmp_path / "turned.jpg", exif=exif)
+    for name in ("gray16.png", "turned.jpg"):
+        path = tmp_path / name
+        coded = codec.image_io.prepare(Image.open(path)).rgb[0]  # what compress codes, in [0, 1]
+        want = torch.round(coded * 255).to(torch.uint8)
+        got = codec.image_io.read_rgb(path)
+        assert torch.equal(torch.from_numpy(got).permute(2, 0, 1), want), name
+        assert torch.equal(training._load_rgb(path), want), name
+        assert np.array_equal(evaluate.load_image(path).pixels, got), name
+    assert codec.image_io.read_rgb(tmp_path / "gray16.png").max() == 255  # not all 255: scaled
+    assert (codec.image_io.read_rgb(tmp_path / "gray16.png") < 128).mean() > 0.4
+    whole = (tmp_path / "gray16.png").read_bytes()
+    (tmp_path / "bad.png").write_bytes(whole[: len(whole) // 2])  # cut in its pixel data
+    (tmp_path / "text.jpg").write_text("not an image")
+    for name, message in (("bad.png", "damaged image"), ("text.jpg", "not an image format"), ("gone.png", "no such file")):
+        with pytest.raises(InputError, match=f"{name}: {message}"):
+            codec.image_io.read_rgb(tmp_path / name)
+    with pytest.raises(InputError, match="text.jpg: not an image format"):
+        training.CropBatches([tmp_path / "turned.jpg", tmp_path / "text.jpg"], 32)
+
+
 def test_float_images_are_refused(tiny_codec_model):
     with pytest.raises(InputError, match="floating-point"):
         codec.compress(Image.new("F", (8, 8)), tiny_codec_model)
