@@ -232,7 +232,7 @@ def resolve_model(header: container.Header, model: AINN | None = None, device=No
     if digest != header.weights_hash:
         raise ModelMismatchError(
             f"file was made by {header.model_identity()}; {origin} is {config} q{quality} {metric}, "
-            f"weights {digest.hex()}"
+            f"weights {digest.hex()}: decode it with the weights that made it (ainn decompress --checkpoint)"
         )
     return model
 
