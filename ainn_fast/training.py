@@ -31,6 +31,8 @@ from .image_io import read_rgb
 from .losses import RateDistortionLoss, lambda_for
 from .models import QUANTIZATIONS, STRIDE
 
+# TrainConfig fields that define the model a run trains; the others may change on a resume.
+MODEL_FIELDS = ("config", "quality", "metric", "context")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm"}
 
 
@@ -207,15 +209,26 @@ class Trainer:
             return False
         if not state.exists():
             raise CheckpointError(f"{weights} has no training state beside it ({state.name})")
+        st = torch.load(state, map_location=self.device, weights_only=True)
+        self._check_same_model(json.loads(st.get("train_config", "{}")))
         loaded = load_model(weights, map_location=str(self.device))
         self.model.load_state_dict(loaded.state_dict())
-        st = torch.load(state, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(st["optimizer"])
         self.aux_optimizer.load_state_dict(st["aux_optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.step = int(st["step"])
         self.best_val_loss = float(st.get("best_val_loss", math.inf))  # runs saved before best.* existed
         return True
+
+    def _check_same_model(self, saved: dict) -> None:
+        """Refuse to resume a run of another model: its weights would not load (another
+        config) or, worse, would go on training for another rate-distortion trade-off."""
+        ours = asdict(self.cfg)
+        differ = [f"--{k} {saved[k]} (not {ours[k]})" for k in MODEL_FIELDS if k in saved and saved[k] != ours[k]]
+        if differ:
+            raise InputError(
+                f"{self.out} holds a run with {', '.join(differ)}: rerun with its options, or train into another -o"
+            )
 
     # -- one step ----------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:

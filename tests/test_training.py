@@ -197,6 +197,11 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     assert "step 3" in capsys.readouterr().out
     rc = main(argv + ["--no-resume"])
     assert rc == 2 and "holds a run already" in capsys.readouterr().err
+    before = (tmp_path / "run" / "last.safetensors").read_bytes()
+    for option, message in ((["--quality", "5"], "--quality 3 (not 5)"), (["--config", "lite"], "--config tiny (not lite)")):
+        rc = main(argv + option)  # another model's run: refused before it loads, the run untouched
+        assert rc == 2 and f"holds a run with {message}: rerun with its options" in capsys.readouterr().err
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
     rc = main(["train", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
     assert rc == 2 and "no such folder" in capsys.readouterr().err
     rc = main(argv + ["--quantization", "round"])
