@@ -265,7 +265,8 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Two measures on the validation images, in fp32. ``val_*``: the RD loss the model's
-        forward estimates (evaluation mode, centre crop to a multiple of 64). ``val_file_*``:
+        forward estimates (evaluation mode, centre crop to a multiple of 64; an image smaller
+        than that padded as a file pads it). ``val_file_*``:
         the real thing, each whole image coded as ``ainn compress`` codes it (format 4 latents,
         row streams and all: exact rate in bytes, the decoder's own y_hat, 8-bit
         reconstruction); the weights to ship
@@ -283,10 +284,11 @@ class Trainer:
         for f in self.val_files:
             full = _load_rgb(f).float().div(255)[None].to(self.device)
             h, w = (full.shape[2] // STRIDE) * STRIDE, (full.shape[3] // STRIDE) * STRIDE
-            if h == 0 or w == 0:
-                continue
-            top, left = (full.shape[2] - h) // 2, (full.shape[3] - w) // 2
-            x = full[:, :, top : top + h, left : left + w]
+            if h and w:
+                top, left = (full.shape[2] - h) // 2, (full.shape[3] - w) // 2
+                x = full[:, :, top : top + h, left : left + w]
+            else:  # smaller than the stride: the forward estimate of the image padded as a file pads it
+                x = pad_to_stride(full)
             with use_backend(self.cfg.backend):
                 out = self.model(x, context_passes=self.cfg.context_passes)  # the run's own proxy
                 out["x_hat"] = out["x_hat"].clamp(0, 1)

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import socket
 import sys
@@ -97,6 +98,21 @@ def test_validation_measures_what_a_real_file_gives(photo_dirs, tmp_path):
     mse = np.mean((decoded - np.asarray(image, dtype=np.float64)) ** 2)
     assert stats["val_file_psnr"] == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-4)
     assert stats["val_file_loss"] == pytest.approx(lambda_for(6) * mse + stats["val_file_bpp_loss"], rel=1e-5)
+
+
+def test_validation_averages_every_image_even_one_smaller_than_the_stride(photo_dirs, tmp_path):
+    # A 40x50 image has no 64-multiple crop; it was skipped, yet counted in the mean (and
+    # alone it left no val_file_loss: a KeyError mid-training).
+    small, large = tmp_path / "small", photo_dirs / "val"
+    small.mkdir()
+    Image.fromarray(data.coffee()[:40, :50]).save(small / "s.png")
+    alone = {}
+    for name, dirs in (("small", [str(small)]), ("large", [str(large)]), ("both", [str(small), str(large)])):
+        trainer = Trainer(config(photo_dirs, tmp_path / name, val_dirs=dirs))
+        alone[name] = trainer.validate()
+    for key in ("val_loss", "val_file_loss", "val_file_bpp_loss"):
+        assert math.isfinite(alone["small"][key]), key
+        assert alone["both"][key] == pytest.approx((alone["small"][key] + alone["large"][key]) / 2, rel=1e-6), key
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
