@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .errors import OptionError
+from .errors import AinnError, OptionError
 
 BACKENDS: tuple[str, ...] = ("reference", "triton", "native")
 AUTO = "auto"
@@ -49,8 +49,9 @@ _global: str | None = None
 _traced_selection: str | None = None
 
 
-class BackendUnavailableError(RuntimeError):
-    """A backend was asked for by name but cannot run here; the message says why."""
+class BackendUnavailableError(AinnError, RuntimeError):
+    """A backend was asked for by name but cannot run here; the message says why (a user
+    error on the command line, still a RuntimeError to Python callers)."""
 
 
 def _check_name(name: str) -> str:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import zoo
-from .backend import use_backend
+from .backend import BackendUnavailableError, unavailable_reason, use_backend
 from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
@@ -128,12 +128,32 @@ def psnr(mse: float) -> float:
     return float("inf") if mse <= 0 else 10 * math.log10(1.0 / mse)
 
 
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Refuse settings no run can use, before any work, in one line each."""
+    checks = [
+        (cfg.patch_size >= STRIDE and cfg.patch_size % STRIDE == 0, f"--patch-size {cfg.patch_size}: use a multiple of {STRIDE}"),
+        (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use 1 or more"),
+        (cfg.steps >= 0, f"--steps {cfg.steps}: use 0 or more"),
+        (cfg.lr > 0 and cfg.aux_lr > 0, f"learning rates must be positive (--lr {cfg.lr}, --aux-lr {cfg.aux_lr})"),
+        (cfg.clip >= 0, f"--clip {cfg.clip}: use 0 (off) or a positive norm"),
+        (cfg.val_every >= 1 and cfg.ckpt_every >= 1, f"--val-every {cfg.val_every} and --ckpt-every {cfg.ckpt_every}: use 1 or more"),
+        (all(m >= 1 for m in cfg.milestones), f"--milestones {' '.join(map(str, cfg.milestones))}: steps of 1 or more"),
+    ]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
+        _check_numbers(cfg)
         self.cfg = cfg
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.device = torch.device(cfg.device)
+        why = None if cfg.backend == "auto" else unavailable_reason(cfg.backend, self.device.type)
+        if why:  # before loading anything, not at the first op
+            raise BackendUnavailableError(f"backend {cfg.backend!r} cannot run on {self.device.type}: {why}")
         # Only rank 0 speaks, so only it times the probe convolution.
         slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" and self.rank == 0 else None
         if slow:

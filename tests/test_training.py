@@ -226,6 +226,39 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     assert rc == 2 and "--context-passes 2: use 1, or more with --quantization mixed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (dict(patch_size=30), "--patch-size 30: use a multiple of 64"),
+        (dict(batch_size=0), "--batch-size 0: use 1 or more"),
+        (dict(steps=-1), "--steps -1"),
+        (dict(lr=-1.0), "learning rates must be positive"),
+        (dict(aux_lr=0.0), "learning rates must be positive"),
+        (dict(clip=-1.0), "--clip -1.0"),
+        (dict(ckpt_every=0), "--ckpt-every 0: use 1 or more"),
+        (dict(milestones=[0]), "--milestones 0"),
+    ],
+)
+def test_settings_no_run_can_use_are_refused_before_loading(photo_dirs, tmp_path, option, message):
+    from ainn_fast.errors import InputError
+
+    # train_dirs that do not exist: the settings are checked before the images are looked for
+    with pytest.raises(InputError, match=message):
+        Trainer(config(photo_dirs, tmp_path, train_dirs=[str(tmp_path / "nothing")], **option))
+    assert not (tmp_path / "last.safetensors").exists()
+
+
+def test_an_unavailable_backend_is_a_user_error_before_training(photo_dirs, tmp_path, capsys, monkeypatch):
+    import ainn_fast
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    if ainn_fast.backend.unavailable_reason("triton", "cpu") is None:
+        pytest.skip("triton runs on the CPU here")
+    rc = main(["train", str(photo_dirs / "train"), "-o", str(tmp_path / "run"), "--config", "tiny", "--backend", "triton"])
+    assert rc == 2 and "error: backend 'triton' cannot run on cpu" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_quantization_is_refused_before_training(photo_dirs, tmp_path):
     from ainn_fast.errors import InputError
 
