@@ -127,7 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_dirs", nargs="+", metavar="DIR", help="folders of training images (any format, any size)")
     t.add_argument("-o", "--output", required=True, help="folder for checkpoints and log.jsonl (resumes from it)")
     t.add_argument("--val", nargs="*", default=[], metavar="DIR", help="held-out validation folders")
-    t.add_argument("--config", default="lite", help="paper, lite or tiny (default lite)")
+    t.add_argument("--config", default="lite", choices=["paper", "lite", "tiny"],
+                   help="model sizes (default lite; with --init it must be the checkpoint's)")  # fmt: skip
     t.add_argument("-q", "--quality", type=int, default=3, choices=range(1, 9), metavar="1..8")
     t.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"])
     t.add_argument("--steps", type=int, default=100_000)

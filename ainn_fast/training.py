@@ -163,6 +163,11 @@ class Trainer:
         self.val_files = list_images(cfg.val_dirs) if cfg.val_dirs else []
         if cfg.init_checkpoint:
             self.model = restore_bounds(load_model(cfg.init_checkpoint))
+            if self.model.config.name != cfg.config:  # the run would train, and log, another model
+                raise InputError(
+                    f"--init {cfg.init_checkpoint} holds a {self.model.config.name} model; pass --config "
+                    f"{self.model.config.name} to fine-tune it"
+                )
             if self.model.config.context != cfg.context:
                 self.model = with_context(self.model, cfg.context)
             self.model.quality, self.model.metric = cfg.quality, cfg.metric

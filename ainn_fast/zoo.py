@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import OptionError
 from .losses import METRICS
 from .models import AINN, get_config
 
@@ -33,7 +34,7 @@ def ainn(quality: int, metric: str = "mse", config: str = "paper", pretrained: b
     for q1-5, 192 for q6-8) and, for training, the lambda of ``losses.LAMBDAS``.
     """
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise OptionError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     cfg = get_config(config, quality)
     if pretrained:
         path = weights_path(config, metric, quality)

@@ -78,6 +78,10 @@ def test_best_checkpoint_holds_the_weights_of_the_lowest_validation_loss(photo_d
     check = Trainer(config(photo_dirs, tmp_path / "check", init_checkpoint=str(tmp_path / "best.safetensors")))
     assert check.validate()["val_file_loss"] == pytest.approx(best["val_file_loss"], rel=1e-6)
     assert resumed.best_val_loss == best["val_file_loss"]
+    from ainn_fast.errors import InputError
+
+    with pytest.raises(InputError, match="holds a tiny model; pass --config tiny"):  # not a silent tiny run
+        Trainer(config(photo_dirs, tmp_path / "other", config="lite", init_checkpoint=str(tmp_path / "best.safetensors")))
 
 
 def test_validation_measures_what_a_real_file_gives(photo_dirs, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..errors import OptionError
+
 # Widths of the PDM U-Nets, keyed by the inverse level they follow (4: 192 ch at H/8,
 # 3: 48 ch at H/4, 2: 12 ch at H/2). Deeper as resolution rises ("progressive").
 PAPER_PDM_WIDTHS = {4: (384, 384), 3: (192, 384, 384), 2: (96, 192, 384, 384)}
@@ -34,7 +36,7 @@ class AINNConfig:
 
     def __post_init__(self) -> None:
         if self.context not in ("serial", "checkerboard"):
-            raise ValueError(f"unknown context {self.context!r}; use serial or checkerboard")
+            raise OptionError(f"unknown context {self.context!r}; use serial or checkerboard")
 
     def replace(self, **changes) -> "AINNConfig":
         return dataclasses.replace(self, **changes)
@@ -93,7 +95,7 @@ CONFIGS = {"paper": paper, "lite": lite, "tiny": tiny}
 
 def get_config(name: str, quality: int) -> AINNConfig:
     if name not in CONFIGS:
-        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+        raise OptionError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     if not 1 <= quality <= 8:
-        raise ValueError(f"quality must be in 1..8, got {quality}")
+        raise OptionError(f"quality must be in 1..8, got {quality}")
     return CONFIGS[name](quality)
