@@ -404,6 +404,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Train
     if cfg.device.startswith("cuda") and dist.is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         cfg.device = f"cuda:{local}"
+        torch.cuda.set_device(local)  # NCCL's own collectives (barriers) use the current device
     trainer = Trainer(cfg)
     if resume:
         trainer.resume()
