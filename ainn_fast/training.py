@@ -53,7 +53,7 @@ class TrainConfig:
     clip: float = 1.0
     milestones: list[int] = field(default_factory=list)  # steps where lr *= 0.1
     amp: str = "none"  # "none" or "bf16"
-    channels_last: bool = False
+    channels_last: bool = True  # faster on every machine measured (README, Train)
     backend: str = "auto"
     val_every: int = 1000
     ckpt_every: int = 1000
