@@ -177,14 +177,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    from .image_io import read_bytes
+
+    return read_bytes(path)
 
 
 def _open_image(path: str):

@@ -55,17 +55,23 @@ def to_pil(image) -> Image.Image:
     raise InputError(f"cannot code an image of type {type(image).__name__}")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """An image file, loaded; a missing, unreadable, unknown or damaged file is an
-    InputError naming it (Pillow's own errors are tracebacks to a user)."""
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes (an image or an .ainn file); a missing or unreadable one is an
+    InputError naming it."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An image file, loaded; a missing, unreadable, unknown or damaged file is an
+    InputError naming it (Pillow's own errors are tracebacks to a user)."""
+    data = read_bytes(path)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
