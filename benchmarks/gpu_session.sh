@@ -20,7 +20,11 @@
 # parameter kernel and the four entropy paths (decode times them all; profile splits a
 # decode into its parts), the bandwidth target (ops_large), the whole model again (model),
 # the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
-# second machine may not be lent.
+# second machine may not be lent. Not in the default order: finetune (issue 6), the
+# shipped weights trained for FINETUNE_SECONDS at GPU speed, in a call of its own with
+# photos/ carried (python -m ainn_fast.photos photos; 30 MB), e.g.
+#     ARCHIVE=$OUT/gpu.tgz FINETUNE_SECONDS=420 sh benchmarks/gpu_session.sh /tmp/logs finetune
+# (about 8 minutes; the weights come back as $OUT/q*.safetensors.part*, joined with cat).
 set -u
 LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
@@ -113,12 +117,16 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
             --val-every 1000 --ckpt-every 1000
         cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null
         archive ;;
+    finetune)  # issue 6: the shipped lite weights fine-tuned for FINETUNE_SECONDS (default 420), every quality
+        # at once; the fp16 weights come back in pieces under $OUT (carry photos/ too: ainn_fast.photos' set)
+        step finetune $(( ${FINETUNE_SECONDS:-420} + 60 )) python3 benchmarks/gpu_finetune.py --photos photos \
+            --out "${OUT:-$LOG/weights}" --logs "$LOG/finetune" --seconds "${FINETUNE_SECONDS:-420}" ;;
     refine)  # encoder latent refinement on the GPU: compress time with 30 steps (astronaut, q3)
         step refine 90 python3 -m ainn_fast.cli demo -o /tmp/refine_demo --device cuda --refine 30 --force ;;
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train finetune refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"
