@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.monotonic()
     work, logs = Path("/tmp/ainn_finetune"), args.logs
+    shutil.rmtree(work, ignore_errors=True)  # ainn train would resume an earlier call's runs
     logs.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     calibration = {q: work / f"calibrate_q{q}" for q in args.qualities}
