@@ -245,9 +245,15 @@ def _device_of(model: AINN | None, device) -> torch.device:
     return torch.device(device) if device is not None else (next(model.parameters()).device if model else torch.device("cpu"))
 
 
+def _file_bytes(data) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # a path, most often
+        raise InputError(f"decoding takes an .ainn file's bytes, got {type(data).__name__} (read the file first)")
+    return bytes(data)
+
+
 def decode(data: bytes, model: AINN | None = None, device=None, progress: Callable | None = None):
     """Decompress; return the image and the decoded latent y_hat."""
-    c = container.unpack(bytes(data))
+    c = container.unpack(_file_bytes(data))
     h = c.header
     dev = _device_of(model, device)
     check_memory(h.width, h.height, dev)
@@ -282,7 +288,7 @@ def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
 def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> list[tuple]:
     """Decode several format 2 to 4 files of one model together (one wavefront pass for all the
     latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
-    parsed = [container.unpack(bytes(data)) for data in files]
+    parsed = [container.unpack(_file_bytes(data)) for data in files]
     if not parsed:
         return []
     for c in parsed:

@@ -52,7 +52,8 @@ def to_pil(image) -> Image.Image:
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
             raise InputError(f"array images must be uint8 (H, W), (H, W, 3) or (H, W, 4), got {image.shape} {image.dtype}")
         return Image.fromarray(image)
-    raise InputError(f"cannot code an image of type {type(image).__name__}")
+    hint = ": open the file first (PIL.Image.open)" if isinstance(image, (str, Path)) else ""
+    raise InputError(f"cannot code an image of type {type(image).__name__}{hint}")
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -137,6 +137,15 @@ def test_arrays_and_tensors_are_accepted(tiny_codec_model):
     assert from_array == from_tensor == codec.compress(Image.fromarray(arr), tiny_codec_model)
     with pytest.raises(InputError, match="uint8"):
         codec.compress(arr.astype(np.float32), tiny_codec_model)
+    # Paths are the likely slip: a one-line InputError that says what to pass instead
+    with pytest.raises(InputError, match=r"type str: open the file first \(PIL.Image.open\)"):
+        codec.compress("photo.png", tiny_codec_model)
+    for not_bytes in ("photo.ainn", None):
+        with pytest.raises(InputError, match="an .ainn file's bytes, got"):
+            codec.decompress(not_bytes, tiny_codec_model)
+    with pytest.raises(InputError, match="an .ainn file's bytes, got str"):
+        codec.decode_batch([from_array, "photo.ainn"], tiny_codec_model)
+    assert codec.decompress(bytearray(from_array), tiny_codec_model).size == (64, 64)
 
 
 def test_header_names_the_model_and_a_mismatch_is_refused(tiny_codec_model):
