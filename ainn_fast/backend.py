@@ -88,6 +88,14 @@ def unavailable_reason(name: str, device_type: str = "cpu") -> str | None:
     return probe(device_type)
 
 
+def require_backend(name: str, device_type: str) -> None:
+    """Raise BackendUnavailableError (saying why) unless backend ``name`` can run on
+    ``device_type``; "auto" always can."""
+    reason = None if name == AUTO else unavailable_reason(name, device_type)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {name!r} cannot run on {device_type}: {reason}")
+
+
 def available_backends(device_type: str = "cpu") -> list[str]:
     return [b for b in BACKENDS if unavailable_reason(b, device_type) is None]
 
@@ -143,9 +151,7 @@ class Op:
                 if candidate in self.impls and unavailable_reason(candidate, device_type) is None:
                     return candidate
             return "reference"
-        reason = unavailable_reason(name, device_type)
-        if reason is not None:
-            raise BackendUnavailableError(f"backend {name!r} cannot run on {device_type}: {reason}")
+        require_backend(name, device_type)
         if name not in self.impls:
             raise BackendUnavailableError(f"backend {name!r} has no implementation of op {self.name!r}")
         return name

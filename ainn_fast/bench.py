@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import codec, container, entropy_coding, row_streams, zoo
+from . import codec, container, entropy_coding, zoo
 from .checkpoint import with_context
 from .inference import prepare_for_decoding, uses_front_graphs
 from .models import STRIDE
@@ -140,12 +140,15 @@ def bench_config(
 
 
 def entropy_paths(device: torch.device) -> list[str]:
-    """The entropy paths (entropy_coding.ENTROPY_PATHS) that run, and differ, on ``device``."""
-    if not row_streams.native_available(torch.device("cpu")):
-        return ["compressai"]
-    if not row_streams.native_available(device):
-        return ["compressai", "host"]
-    return list(entropy_coding.ENTROPY_PATHS) if device.type == "cuda" else ["compressai", "host", "device"]
+    """The entropy paths (entropy_coding.ENTROPY_PATHS) that run, and differ, on ``device``:
+    those entropy_path keeps as asked (its fallbacks drop the others), "fused" on CUDA only
+    (elsewhere it runs as "device")."""
+    kept = []
+    for name in entropy_coding.ENTROPY_PATHS:
+        with entropy_coding.use_entropy_path(name):
+            if entropy_coding.entropy_path(device) == name and (name != "fused" or device.type == "cuda"):
+                kept.append(name)
+    return kept
 
 
 def bench_compressai(image: Image.Image, device: torch.device) -> dict:

@@ -64,12 +64,16 @@ GPU_ENTROPY_PATH = "host"
 _path_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("ainn_entropy_path", default=None)
 
 
+def _check_path(name: str, what: str) -> str:
+    if name not in ("auto",) + ENTROPY_PATHS:
+        raise OptionError(f"{what}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+    return name
+
+
 @contextlib.contextmanager
 def use_entropy_path(name: str) -> Iterator[None]:
     """Code with ``name`` (ENTROPY_PATHS or "auto") inside the block, over AINN_ENTROPY_PATH."""
-    if name not in ("auto",) + ENTROPY_PATHS:
-        raise OptionError(f"unknown entropy path {name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
-    token = _path_override.set(name)
+    token = _path_override.set(_check_path(name, f"unknown entropy path {name!r}"))
     try:
         yield
     finally:
@@ -82,9 +86,10 @@ def entropy_path(device: torch.device | str) -> str:
     "fused" fall back to "host" without the device's native kernels, "host" to
     "compressai" without the host's)."""
     device = torch.device(device)
-    name = _path_override.get() or os.environ.get("AINN_ENTROPY_PATH", "auto")
-    if name not in ("auto",) + ENTROPY_PATHS:
-        raise OptionError(f"AINN_ENTROPY_PATH={name!r}: use one of auto, {', '.join(ENTROPY_PATHS)}")
+    name = _path_override.get()
+    if name is None:
+        env = os.environ.get("AINN_ENTROPY_PATH", "auto")
+        name = _check_path(env, f"AINN_ENTROPY_PATH={env!r}")
     if name == "auto":
         name = GPU_ENTROPY_PATH if device.type == "cuda" else "device"
     if name in ("device", "fused") and not row_streams.native_available(device):
@@ -415,7 +420,7 @@ def encode_latents(
             y_strings.append(rans_encode(model, q, index, native))
         else:
             split = row_streams.encode(
-                model, q.view(-1, fp.M), index.view(-1, fp.M), coder_side(schedule.rows_in_order(b)), count, native
+                model, q.view(-1, fp.M), index.view(-1, fp.M), schedule.rows_in_order(b), count, native
             )
             y_strings.append(row_streams.pack(split))
     return y_strings, z_strings, y_hat, shifts

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import zoo
-from .backend import BackendUnavailableError, unavailable_reason, use_backend
+from .backend import require_backend, use_backend
 from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
@@ -151,9 +151,7 @@ class Trainer:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.device = torch.device(cfg.device)
-        why = None if cfg.backend == "auto" else unavailable_reason(cfg.backend, self.device.type)
-        if why:  # before loading anything, not at the first op
-            raise BackendUnavailableError(f"backend {cfg.backend!r} cannot run on {self.device.type}: {why}")
+        require_backend(cfg.backend, self.device.type)  # before loading anything, not at the first op
         # Only rank 0 speaks, so only it times the probe convolution.
         slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" and self.rank == 0 else None
         if slow:
