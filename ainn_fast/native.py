@@ -1,8 +1,8 @@
 """The ``"native"`` backend: the C++/CUDA extension built from ``csrc/``.
 
 The ops are ``torch.ops.ainn_fast.native_*`` (schemas and kernels in C++, see
-``csrc/ops/ops.cpp``); this module finds the extension, gives the ops their autograd
-formulas and fake kernels, and registers one implementation per ``ainn_fast.ops`` entry.
+``csrc/ops/ops.cpp``, autograd in ``csrc/ops/autograd/``); this module finds the
+extension, gives the ops their fake kernels, and registers one implementation per ``ainn_fast.ops`` entry.
 
 Finding the extension, lazily (on the backend's first probe, i.e. the first op call or
 availability query, never at ``import ainn_fast``):
@@ -16,11 +16,12 @@ availability query, never at ``import ainn_fast``):
    line of the error), so ``use_backend("native")`` fails with that reason and ``"auto"``
    falls back.
 
-Autograd and fake kernels are registered here, in Python, with ``torch.library``: one
-formula serves the CPU and CUDA kernels alike, the C++ stays kernels only (fewer, faster
-translation units), and ``torch.library.register_fake`` / ``register_autograd`` are what
-``torch.compile`` and ``opcheck`` are built around. The fused backward kernels are ops too,
-with fake kernels, so compiled training graphs trace through them.
+Fake kernels are registered here, in Python, with ``torch.library.register_fake`` (what
+``torch.compile`` and ``opcheck`` trace with). Autograd is C++ (``csrc/ops/autograd/``,
+the Autograd key, one formula for the CPU and CUDA kernels alike): the Python autograd
+kernel of ``torch.library.register_autograd`` ran on every call and cost more host time
+than the kernels at the decoding and coarse training shapes. The fused backward kernels
+are ops too, with fake kernels, so compiled training graphs trace through them.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def probe(device_type: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------
-# Fake kernels and autograd (registered once the C++ schemas exist).
+# Fake kernels (registered once the C++ schemas exist; autograd is in csrc/ops/autograd).
 
 
 def _is_dense(t: torch.Tensor) -> bool:
@@ -167,7 +168,6 @@ def _is_dense(t: torch.Tensor) -> bool:
 
 
 def _register_python_side() -> None:
-    lib = torch.ops.ainn_fast
     fake = torch.library.register_fake
 
     def like(t: torch.Tensor, shape=None) -> torch.Tensor:
@@ -183,31 +183,6 @@ def _register_python_side() -> None:
     fake(f"{_NS}::native_affine_coupling_inverse")(lambda y, g, h, clamp: flat_like(y))
     fake(f"{_NS}::native_affine_coupling_backward")(
         lambda grad, a, g, h, clamp, inverse: (flat_like(a), flat_like(a), flat_like(a))
-    )
-
-    def coupling_setup(ctx, inputs, output):
-        a, g, h, clamp = inputs
-        ctx.clamp = clamp
-        ctx.save_for_backward(a, g, h)
-
-    def coupling_backward(ctx, grad):
-        a, g, h = ctx.saved_tensors
-        da, dg, dh = lib.native_affine_coupling_backward(grad, a, g, h, ctx.clamp, ctx.inverse)
-        return da, dg, dh, None
-
-    def coupling_fwd_setup(ctx, inputs, output):
-        coupling_setup(ctx, inputs, output)
-        ctx.inverse = False
-
-    def coupling_inv_setup(ctx, inputs, output):
-        coupling_setup(ctx, inputs, output)
-        ctx.inverse = True
-
-    torch.library.register_autograd(
-        f"{_NS}::native_affine_coupling", coupling_backward, setup_context=coupling_fwd_setup
-    )
-    torch.library.register_autograd(
-        f"{_NS}::native_affine_coupling_inverse", coupling_backward, setup_context=coupling_inv_setup
     )
 
     # squeeze ----------------------------------------------------------------------------
@@ -228,9 +203,6 @@ def _register_python_side() -> None:
 
     fake(f"{_NS}::native_squeeze2x2")(squeeze_fake)
     fake(f"{_NS}::native_unsqueeze2x2")(unsqueeze_fake)
-    # A permutation's gradient is the inverse permutation of the incoming gradient.
-    torch.library.register_autograd(f"{_NS}::native_squeeze2x2", lambda ctx, dy: lib.native_unsqueeze2x2(dy))
-    torch.library.register_autograd(f"{_NS}::native_unsqueeze2x2", lambda ctx, dx: lib.native_squeeze2x2(dx))
 
     # group mean -------------------------------------------------------------------------
     fake(f"{_NS}::native_group_mean")(lambda x1, x2, m: x1.new_empty((x1.shape[0], m, x1.shape[2], x1.shape[3])))
@@ -239,18 +211,6 @@ def _register_python_side() -> None:
             grad.new_empty((grad.shape[0], c1, grad.shape[2], grad.shape[3])),
             grad.new_empty((grad.shape[0], c2, grad.shape[2], grad.shape[3])),
         )
-    )
-
-    def group_mean_setup(ctx, inputs, output):
-        x1, x2, _ = inputs
-        ctx.channels = (x1.shape[1], x2.shape[1])
-
-    def group_mean_backward(ctx, grad):
-        d1, d2 = lib.native_group_mean_backward(grad, *ctx.channels)
-        return d1, d2, None
-
-    torch.library.register_autograd(
-        f"{_NS}::native_group_mean", group_mean_backward, setup_context=group_mean_setup
     )
 
     # multiscale decomposition -----------------------------------------------------------
@@ -264,25 +224,12 @@ def _register_python_side() -> None:
 
     fake(f"{_NS}::native_multiscale_decompose")(decompose_fake)
     fake(f"{_NS}::native_multiscale_decompose_backward")(decompose_backward_fake)
-    torch.library.register_autograd(
-        f"{_NS}::native_multiscale_decompose",
-        lambda ctx, gl, gh: lib.native_multiscale_decompose_backward(gl, gh),
-        setup_context=lambda ctx, inputs, output: None,
-    )
 
     # frequency blend --------------------------------------------------------------------
     fake(f"{_NS}::native_frequency_blend")(lambda logits, low, high: like(low))
     fake(f"{_NS}::native_frequency_blend_backward")(
         lambda grad, logits, low, high: (like(logits), like(low), like(low))
     )
-
-    def blend_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def blend_backward(ctx, grad):
-        return lib.native_frequency_blend_backward(grad, *ctx.saved_tensors)
-
-    torch.library.register_autograd(f"{_NS}::native_frequency_blend", blend_backward, setup_context=blend_setup)
 
 
 # ---------------------------------------------------------------------------------------

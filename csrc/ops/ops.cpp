@@ -7,9 +7,9 @@
 // its own schema, fake kernel and autograd formula. TORCH_LIBRARY_FRAGMENT (not
 // TORCH_LIBRARY) because the namespace is shared with those Python definitions.
 //
-// Autograd and fake (meta) kernels are registered from Python (ainn_fast/native.py), see
-// the comment there. Kernels: cpu/*.cpp (CPU key) and cuda/*.cu (CUDA key, only compiled
-// when the build has CUDA).
+// Autograd: autograd/*.cpp (Autograd key). Fake (meta) kernels are registered from Python
+// (ainn_fast/native.py). Kernels: cpu/*.cpp (CPU key) and cuda/*.cu (CUDA key, only
+// compiled when the build has CUDA).
 
 #include <Python.h>
 #include <torch/library.h>
