@@ -20,7 +20,7 @@ import triton.language as tl
 
 from ainn_fast.ops.coupling import affine_coupling, affine_coupling_inverse
 
-from ._common import ELEMENTWISE_BLOCK, grid, result_dtype, with_strides_of
+from ._common import ELEMENTWISE_BLOCK, eager_path, grid, result_dtype, with_strides_of
 
 
 @triton.jit
@@ -82,8 +82,9 @@ def _coupling_inverse_backward_kernel(
 
 
 # ---------------------------------------------------------------------------------------
-# Custom ops. Real and fake implementations allocate through the same empty_like calls so
-# their strides agree (torch.compile and opcheck compare them).
+# Custom ops, each defined by a plain function that eager_path also calls directly. Real
+# and fake implementations allocate through the same empty_like calls so their strides
+# agree (torch.compile and opcheck compare them).
 
 
 def _forward(a: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float, inverse: bool) -> torch.Tensor:
@@ -96,30 +97,17 @@ def _forward(a: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float, in
     return out
 
 
-@torch.library.custom_op("ainn_fast::triton_affine_coupling", mutates_args=())
-def triton_affine_coupling(x: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float) -> torch.Tensor:
+def _affine_coupling(x: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float) -> torch.Tensor:
     """y = x * exp(clamp * (2 sigmoid(g) - 1)) + h; x, g, h of one shape."""
     return _forward(x, g, h, clamp, inverse=False)
 
 
-@torch.library.custom_op("ainn_fast::triton_affine_coupling_inverse", mutates_args=())
-def triton_affine_coupling_inverse(y: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float) -> torch.Tensor:
+def _affine_coupling_inverse(y: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float) -> torch.Tensor:
     """x = (y - h) * exp(-clamp * (2 sigmoid(g) - 1)); y, g, h of one shape."""
     return _forward(y, g, h, clamp, inverse=True)
 
 
-@triton_affine_coupling.register_fake
-def _(x, g, h, clamp):
-    return torch.empty_like(x, dtype=result_dtype(x, g, h))
-
-
-@triton_affine_coupling_inverse.register_fake
-def _(y, g, h, clamp):
-    return torch.empty_like(y, dtype=result_dtype(y, g, h))
-
-
-@torch.library.custom_op("ainn_fast::triton_affine_coupling_backward", mutates_args=())
-def triton_affine_coupling_backward(
+def _affine_coupling_backward(
     dy: torch.Tensor, x: torch.Tensor, g: torch.Tensor, clamp: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/dx, dL/dg) of affine_coupling, recomputing the scale from g."""
@@ -133,13 +121,7 @@ def triton_affine_coupling_backward(
     return dx, dg
 
 
-@triton_affine_coupling_backward.register_fake
-def _(dy, x, g, clamp):
-    return torch.empty_like(x), torch.empty_like(x, dtype=g.dtype)
-
-
-@torch.library.custom_op("ainn_fast::triton_affine_coupling_inverse_backward", mutates_args=())
-def triton_affine_coupling_inverse_backward(
+def _affine_coupling_inverse_backward(
     dx: torch.Tensor, x: torch.Tensor, g: torch.Tensor, y_dtype: torch.dtype, h_dtype: torch.dtype, clamp: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dL/dy, dL/dg, dL/dh) of affine_coupling_inverse from its output x."""
@@ -154,9 +136,42 @@ def triton_affine_coupling_inverse_backward(
     return dy, dg, dh
 
 
+triton_affine_coupling = torch.library.custom_op("ainn_fast::triton_affine_coupling", mutates_args=())(
+    _affine_coupling
+)
+triton_affine_coupling_inverse = torch.library.custom_op(
+    "ainn_fast::triton_affine_coupling_inverse", mutates_args=()
+)(_affine_coupling_inverse)
+triton_affine_coupling_backward = torch.library.custom_op(
+    "ainn_fast::triton_affine_coupling_backward", mutates_args=()
+)(_affine_coupling_backward)
+triton_affine_coupling_inverse_backward = torch.library.custom_op(
+    "ainn_fast::triton_affine_coupling_inverse_backward", mutates_args=()
+)(_affine_coupling_inverse_backward)
+
+
+@triton_affine_coupling.register_fake
+def _(x, g, h, clamp):
+    return torch.empty_like(x, dtype=result_dtype(x, g, h))
+
+
+@triton_affine_coupling_inverse.register_fake
+def _(y, g, h, clamp):
+    return torch.empty_like(y, dtype=result_dtype(y, g, h))
+
+
+@triton_affine_coupling_backward.register_fake
+def _(dy, x, g, clamp):
+    return torch.empty_like(x), torch.empty_like(x, dtype=g.dtype)
+
+
 @triton_affine_coupling_inverse_backward.register_fake
 def _(dx, x, g, y_dtype, h_dtype, clamp):
     return torch.empty_like(x, dtype=y_dtype), torch.empty_like(x, dtype=g.dtype), torch.empty_like(x, dtype=h_dtype)
+
+
+coupling_backward = eager_path(triton_affine_coupling_backward, _affine_coupling_backward)
+coupling_inverse_backward = eager_path(triton_affine_coupling_inverse_backward, _affine_coupling_inverse_backward)
 
 
 def _setup_forward(ctx, inputs, output):
@@ -167,7 +182,7 @@ def _setup_forward(ctx, inputs, output):
 
 def _backward_forward(ctx, dy):
     x, g = ctx.saved_tensors
-    dx, dg = torch.ops.ainn_fast.triton_affine_coupling_backward(dy, x, g, ctx.clamp)
+    dx, dg = coupling_backward(dy, x, g, ctx.clamp)
     # dy/dh is the identity: the incoming gradient is dh, no kernel or memory needed.
     return dx, dg, dy.to(ctx.h_dtype), None
 
@@ -180,14 +195,12 @@ def _setup_inverse(ctx, inputs, output):
 
 def _backward_inverse(ctx, dx):
     x, g = ctx.saved_tensors
-    dy, dg, dh = torch.ops.ainn_fast.triton_affine_coupling_inverse_backward(
-        dx, x, g, ctx.y_dtype, ctx.h_dtype, ctx.clamp
-    )
+    dy, dg, dh = coupling_inverse_backward(dx, x, g, ctx.y_dtype, ctx.h_dtype, ctx.clamp)
     return dy, dg, dh, None
 
 
-triton_affine_coupling.register_autograd(_backward_forward, setup_context=_setup_forward)
-triton_affine_coupling_inverse.register_autograd(_backward_inverse, setup_context=_setup_inverse)
+coupling = eager_path(triton_affine_coupling, _affine_coupling, _backward_forward, _setup_forward)
+coupling_inverse = eager_path(triton_affine_coupling_inverse, _affine_coupling_inverse, _backward_inverse, _setup_inverse)
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,7 +210,8 @@ triton_affine_coupling_inverse.register_autograd(_backward_inverse, setup_contex
 def _same_shape(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     # The kernels need one shape; broadcasting happens outside the custom op so that
     # autograd reduces the gradients of broadcast inputs.
-    if all(t.shape == tensors[0].shape for t in tensors[1:]):
+    x, g, h = tensors
+    if x.shape == g.shape == h.shape:
         return tensors
     return torch.broadcast_tensors(*tensors)
 
@@ -205,7 +219,7 @@ def _same_shape(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 @affine_coupling.register("triton")
 def affine_coupling_triton(x: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float = 1.0) -> torch.Tensor:
     x, g, h = _same_shape(x, g, h)
-    return torch.ops.ainn_fast.triton_affine_coupling(x, g, h, float(clamp))
+    return coupling(x, g, h, float(clamp))
 
 
 @affine_coupling_inverse.register("triton")
@@ -213,4 +227,4 @@ def affine_coupling_inverse_triton(
     y: torch.Tensor, g: torch.Tensor, h: torch.Tensor, clamp: float = 1.0
 ) -> torch.Tensor:
     y, g, h = _same_shape(y, g, h)
-    return torch.ops.ainn_fast.triton_affine_coupling_inverse(y, g, h, float(clamp))
+    return coupling_inverse(y, g, h, float(clamp))

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from ainn_fast.ops.frequency import POOL_SIZES, frequency_blend, multiscale_decompose
 
-from ._common import INDEX_BLOCK, STENCIL_BLOCK, grid, is_channels_last, new_4d, result_dtype
+from ._common import INDEX_BLOCK, STENCIL_BLOCK, eager_path, grid, is_channels_last, new_4d, result_dtype
 from .squeeze import _nchw_index
 
 assert POOL_SIZES == (3, 5, 7), "the stencils below are written for pools 3, 5 and 7"
@@ -205,8 +205,7 @@ def _decompose_alloc(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return new_4d((b, 3 * c, h, w), x), new_4d((b, 3 * c, h, w), x)
 
 
-@torch.library.custom_op("ainn_fast::triton_multiscale_decompose", mutates_args=())
-def triton_multiscale_decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _multiscale_decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(cat[a3, a5, a7], cat[x - a3, x - a5, x - a7]) of zero-padded stride-1 box means."""
     _check_4d("multiscale_decompose", x)
     low, high = _decompose_alloc(x)
@@ -221,6 +220,11 @@ def triton_multiscale_decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return low, high
 
 
+triton_multiscale_decompose = torch.library.custom_op("ainn_fast::triton_multiscale_decompose", mutates_args=())(
+    _multiscale_decompose
+)
+
+
 @triton_multiscale_decompose.register_fake
 def _(x):
     _check_4d("multiscale_decompose", x)
@@ -233,8 +237,7 @@ def _decompose_grad_alloc(grad_low, dtype, channels_last):
     return torch.empty((b, c3 // 3, h, w), dtype=dtype, device=grad_low.device, memory_format=fmt)
 
 
-@torch.library.custom_op("ainn_fast::triton_multiscale_decompose_backward", mutates_args=())
-def triton_multiscale_decompose_backward(
+def _multiscale_decompose_backward(
     grad_low: torch.Tensor, grad_high: torch.Tensor, dtype: torch.dtype, channels_last: bool
 ) -> torch.Tensor:
     """dL/dx of triton_multiscale_decompose (needs no saved tensor: the op is linear)."""
@@ -250,6 +253,12 @@ def triton_multiscale_decompose_backward(
     return dx
 
 
+triton_multiscale_decompose_backward = torch.library.custom_op(
+    "ainn_fast::triton_multiscale_decompose_backward", mutates_args=()
+)(_multiscale_decompose_backward)
+decompose_backward = eager_path(triton_multiscale_decompose_backward, _multiscale_decompose_backward)
+
+
 @triton_multiscale_decompose_backward.register_fake
 def _(grad_low, grad_high, dtype, channels_last):
     return _decompose_grad_alloc(grad_low, dtype, channels_last)
@@ -261,10 +270,10 @@ def _setup_decompose(ctx, inputs, output):
 
 
 def _backward_decompose(ctx, grad_low, grad_high):
-    return torch.ops.ainn_fast.triton_multiscale_decompose_backward(grad_low, grad_high, *ctx.meta)
+    return decompose_backward(grad_low, grad_high, *ctx.meta)
 
 
-triton_multiscale_decompose.register_autograd(_backward_decompose, setup_context=_setup_decompose)
+decompose = eager_path(triton_multiscale_decompose, _multiscale_decompose, _backward_decompose, _setup_decompose)
 
 
 def _check_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
@@ -295,13 +304,17 @@ def _launch_blend(logits, low, high, out) -> None:
         )
 
 
-@torch.library.custom_op("ainn_fast::triton_frequency_blend", mutates_args=())
-def triton_frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def _frequency_blend(logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """m * low + (1 - m) * high with m = sigmoid(logits) (one channel or one per channel)."""
     _check_blend(logits, low, high)
     out = new_4d(tuple(low.shape), low, result_dtype(logits, low, high))
     _launch_blend(logits, low, high, out)
     return out
+
+
+triton_frequency_blend = torch.library.custom_op("ainn_fast::triton_frequency_blend", mutates_args=())(
+    _frequency_blend
+)
 
 
 @triton_frequency_blend.register_fake
@@ -318,8 +331,7 @@ def _blend_grad_alloc(logits, low, high):
     )
 
 
-@torch.library.custom_op("ainn_fast::triton_frequency_blend_backward", mutates_args=())
-def triton_frequency_blend_backward(
+def _frequency_blend_backward(
     grad: torch.Tensor, logits: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dL/dlogits, dL/dlow, dL/dhigh) of triton_frequency_blend, recomputing the mask."""
@@ -339,6 +351,12 @@ def triton_frequency_blend_backward(
     return dl, dlo, dhi
 
 
+triton_frequency_blend_backward = torch.library.custom_op(
+    "ainn_fast::triton_frequency_blend_backward", mutates_args=()
+)(_frequency_blend_backward)
+blend_backward = eager_path(triton_frequency_blend_backward, _frequency_blend_backward)
+
+
 @triton_frequency_blend_backward.register_fake
 def _(grad, logits, low, high):
     return _blend_grad_alloc(logits, low, high)
@@ -349,10 +367,10 @@ def _setup_blend(ctx, inputs, output):
 
 
 def _backward_blend(ctx, grad):
-    return torch.ops.ainn_fast.triton_frequency_blend_backward(grad, *ctx.saved_tensors)
+    return blend_backward(grad, *ctx.saved_tensors)
 
 
-triton_frequency_blend.register_autograd(_backward_blend, setup_context=_setup_blend)
+blend = eager_path(triton_frequency_blend, _frequency_blend, _backward_blend, _setup_blend)
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,7 +379,7 @@ triton_frequency_blend.register_autograd(_backward_blend, setup_context=_setup_b
 
 @multiscale_decompose.register("triton")
 def multiscale_decompose_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.ops.ainn_fast.triton_multiscale_decompose(x)
+    return decompose(x)
 
 
 @frequency_blend.register("triton")
@@ -375,6 +393,6 @@ def frequency_blend_triton(logits: torch.Tensor, low: torch.Tensor, high: torch.
         if len(shape) > 4:
             raise
         shape = (1,) * (4 - len(shape)) + tuple(shape)
-        out = torch.ops.ainn_fast.triton_frequency_blend(*(t.expand(shape) for t in (logits, low, high)))
+        out = blend(*(t.expand(shape) for t in (logits, low, high)))
         return out.reshape(torch.broadcast_shapes(logits.shape, low.shape, high.shape))
-    return torch.ops.ainn_fast.triton_frequency_blend(logits, low, high)
+    return blend(logits, low, high)

@@ -27,7 +27,7 @@ from ainn_fast.ops.squeeze import (
     unsqueeze2x2,
 )
 
-from ._common import INDEX_BLOCK, grid, is_channels_last, new_4d
+from ._common import INDEX_BLOCK, eager_path, grid, is_channels_last, new_4d
 
 
 @triton.jit
@@ -140,17 +140,19 @@ def _launch_squeeze(src: torch.Tensor, out: torch.Tensor, c: int, unsqueeze: boo
     return out
 
 
-@torch.library.custom_op("ainn_fast::triton_squeeze2x2", mutates_args=())
-def triton_squeeze2x2(x: torch.Tensor) -> torch.Tensor:
+def _squeeze2x2(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, 4C, H/2, W/2), channel (i * 2 + j) * C + c."""
     return _launch_squeeze(x, new_4d(_squeeze_shape(x), x), x.shape[1], unsqueeze=False)
 
 
-@torch.library.custom_op("ainn_fast::triton_unsqueeze2x2", mutates_args=())
-def triton_unsqueeze2x2(y: torch.Tensor) -> torch.Tensor:
+def _unsqueeze2x2(y: torch.Tensor) -> torch.Tensor:
     """(B, 4C, H, W) -> (B, C, 2H, 2W), the exact inverse of triton_squeeze2x2."""
     shape = _unsqueeze_shape(y)
     return _launch_squeeze(y, new_4d(shape, y), shape[1], unsqueeze=True)
+
+
+triton_squeeze2x2 = torch.library.custom_op("ainn_fast::triton_squeeze2x2", mutates_args=())(_squeeze2x2)
+triton_unsqueeze2x2 = torch.library.custom_op("ainn_fast::triton_unsqueeze2x2", mutates_args=())(_unsqueeze2x2)
 
 
 @triton_squeeze2x2.register_fake
@@ -164,8 +166,8 @@ def _(y):
 
 
 # A permutation's gradient is the inverse permutation of the incoming gradient.
-triton_squeeze2x2.register_autograd(lambda ctx, dy: torch.ops.ainn_fast.triton_unsqueeze2x2(dy))
-triton_unsqueeze2x2.register_autograd(lambda ctx, dx: torch.ops.ainn_fast.triton_squeeze2x2(dx))
+squeeze = eager_path(triton_squeeze2x2, _squeeze2x2, lambda ctx, dy: unsqueeze(dy))
+unsqueeze = eager_path(triton_unsqueeze2x2, _unsqueeze2x2, lambda ctx, dx: squeeze(dx))
 
 
 def _group_mean_shape(x1: torch.Tensor, x2: torch.Tensor, m: int) -> tuple[int, int, int, int]:
@@ -177,8 +179,7 @@ def _group_mean_shape(x1: torch.Tensor, x2: torch.Tensor, m: int) -> tuple[int, 
     return x1.shape[0], m, x1.shape[2], x1.shape[3]
 
 
-@torch.library.custom_op("ainn_fast::triton_group_mean", mutates_args=())
-def triton_group_mean(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> torch.Tensor:
+def _group_mean(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> torch.Tensor:
     """Mean of channels c, c + M, c + 2M, ... of cat([x1, x2]) for c < M = out_channels."""
     shape = _group_mean_shape(x1, x2, out_channels)
     out = new_4d(shape, x1, torch.promote_types(x1.dtype, x2.dtype))
@@ -195,6 +196,9 @@ def triton_group_mean(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> 
     return out
 
 
+triton_group_mean = torch.library.custom_op("ainn_fast::triton_group_mean", mutates_args=())(_group_mean)
+
+
 @triton_group_mean.register_fake
 def _(x1, x2, out_channels):
     return new_4d(_group_mean_shape(x1, x2, out_channels), x1, torch.promote_types(x1.dtype, x2.dtype))
@@ -209,8 +213,7 @@ def _group_mean_grads_alloc(dy, c1, c2, dtype1, dtype2, channels_last1, channels
     )
 
 
-@torch.library.custom_op("ainn_fast::triton_group_mean_backward", mutates_args=())
-def triton_group_mean_backward(
+def _group_mean_backward(
     dy: torch.Tensor, c1: int, c2: int, dtype1: torch.dtype, dtype2: torch.dtype,
     channels_last1: bool, channels_last2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,6 +236,12 @@ def triton_group_mean_backward(
     return dx1, dx2
 
 
+triton_group_mean_backward = torch.library.custom_op("ainn_fast::triton_group_mean_backward", mutates_args=())(
+    _group_mean_backward
+)
+group_mean_backward = eager_path(triton_group_mean_backward, _group_mean_backward)
+
+
 @triton_group_mean_backward.register_fake
 def _(dy, c1, c2, dtype1, dtype2, channels_last1, channels_last2):
     return _group_mean_grads_alloc(dy, c1, c2, dtype1, dtype2, channels_last1, channels_last2)
@@ -244,11 +253,11 @@ def _setup_group_mean(ctx, inputs, output):
 
 
 def _backward_group_mean(ctx, dy):
-    dx1, dx2 = torch.ops.ainn_fast.triton_group_mean_backward(dy, *ctx.meta)
+    dx1, dx2 = group_mean_backward(dy, *ctx.meta)
     return dx1, dx2, None
 
 
-triton_group_mean.register_autograd(_backward_group_mean, setup_context=_setup_group_mean)
+group_mean_fused = eager_path(triton_group_mean, _group_mean, _backward_group_mean, _setup_group_mean)
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,17 +266,17 @@ triton_group_mean.register_autograd(_backward_group_mean, setup_context=_setup_g
 
 @squeeze2x2.register("triton")
 def squeeze2x2_triton(x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.ainn_fast.triton_squeeze2x2(x)
+    return squeeze(x)
 
 
 @unsqueeze2x2.register("triton")
 def unsqueeze2x2_triton(y: torch.Tensor) -> torch.Tensor:
-    return torch.ops.ainn_fast.triton_unsqueeze2x2(y)
+    return unsqueeze(y)
 
 
 @group_mean.register("triton")
 def group_mean_triton(x1: torch.Tensor, x2: torch.Tensor, out_channels: int) -> torch.Tensor:
-    return torch.ops.ainn_fast.triton_group_mean(x1, x2, int(out_channels))
+    return group_mean_fused(x1, x2, int(out_channels))
 
 
 # The squeeze folded into the following invertible 1x1 convolution (one home for that

@@ -290,6 +290,71 @@ def test_opcheck(case):
     torch.library.opcheck(op, args)
 
 
+_OPS_BY_CUSTOM_OP = {
+    "triton_affine_coupling": ops.affine_coupling,
+    "triton_affine_coupling_inverse": ops.affine_coupling_inverse,
+    "triton_squeeze2x2": ops.squeeze2x2,
+    "triton_unsqueeze2x2": ops.unsqueeze2x2,
+    "triton_group_mean": ops.group_mean,
+    "triton_multiscale_decompose": ops.multiscale_decompose,
+    "triton_frequency_blend": ops.frequency_blend,
+}
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_eager_path_equals_the_custom_op_and_skips_its_dispatch(case):
+    """kernels/_common.eager_path: eagerly the registry runs the op's function (in an
+    autograd.Function built from the op's own formula), not torch.library's dispatch of
+    the custom op; values and gradients are the custom op's, bit for bit (same kernels)."""
+    op, args = _opcheck_cases()[case]
+    name = op._qualified_op_name.split("::")[1]
+    registry_op = _OPS_BY_CUSTOM_OP[name]
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    for t in tensors:
+        t.requires_grad_()
+
+    def run(fn):
+        out = fn(*args)
+        outs = out if isinstance(out, tuple) else (out,)
+        weights = [torch.linspace(-1, 1, o.numel(), device=o.device).reshape(o.shape) for o in outs]
+        loss = sum((o * w).sum() for o, w in zip(outs, weights))
+        return outs, torch.autograd.grad(loss, tensors)
+
+    with ainn_fast.use_backend("triton"), torch.profiler.profile() as prof:
+        got, got_grads = run(registry_op)
+    dispatched = {e.name for e in prof.events() if e.name.startswith("ainn_fast::triton_")}
+    assert not dispatched, dispatched
+    want, want_grads = run(op)
+    for a, b in zip(got + got_grads, want + want_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_compiled_graphs_hold_the_custom_ops():
+    """Under torch.compile the registry calls the custom ops (one opaque node each, with
+    their fake kernels), forward and backward, not the eager shortcut."""
+    seen: set[str] = set()
+
+    def backend(gm, example_inputs):
+        from functorch.compile import make_boxed_func
+        from torch._dynamo.backends.common import aot_autograd
+
+        def record(graph, _):
+            seen.update(str(n.target) for n in graph.graph.nodes if n.op == "call_function")
+            return make_boxed_func(graph.forward)
+
+        return aot_autograd(fw_compiler=record, bw_compiler=record)(gm, example_inputs)
+
+    def f(x, g, h):
+        return ops.affine_coupling(ops.squeeze2x2(x), g, h, 1.0).square().sum()
+
+    args = [torch.randn(s, device=DEVICE, requires_grad=True) for s in [(1, 3, 4, 6), (1, 12, 2, 3), (1, 12, 2, 3)]]
+    with ainn_fast.use_backend("triton"):
+        loss = torch.compile(f, backend=backend, fullgraph=True)(*args)
+        loss.backward()
+    assert {"ainn_fast.triton_affine_coupling.default", "ainn_fast.triton_squeeze2x2.default",
+            "ainn_fast.triton_affine_coupling_backward.default", "ainn_fast.triton_unsqueeze2x2.default"} <= seen, seen
+
+
 def test_model_traces_with_fake_tensors(one_thread):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
