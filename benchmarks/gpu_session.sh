@@ -18,8 +18,9 @@
 # (230 s, build 47 s), and was then refused a second machine. Still unmeasured, in the
 # default order: the GPU tests of the fixes since (tests_cuda), the rewritten fused
 # parameter kernel and the four entropy paths (decode times them all; profile splits a
-# decode into its parts), the bandwidth target (ops_large), the whole model again (model),
-# the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
+# decode into its parts), the whole model again (model) and the host time per op call
+# (host) since the fused ops' host paths were cut (C++ autograd, Triton's eager path),
+# the bandwidth target (ops_large), the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
 # second machine may not be lent. Not in the default order: finetune (issue 6), the
 # shipped weights trained for FINETUNE_SECONDS at GPU speed, in a call of its own with
 # photos/ carried (python -m ainn_fast.photos photos; 30 MB), e.g.
@@ -28,7 +29,7 @@
 set -u
 LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
-STEPS=${*:-build tests_cuda decode profile decode_streams ops_large model ops_bwd decode_more}
+STEPS=${*:-build tests_cuda decode profile model host decode_streams ops_large ops_bwd decode_more}
 mkdir -p "$LOG"
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
 # A source checkout: the Triton kernels are installed as ainn_fast.kernels by setup.py;
@@ -105,6 +106,9 @@ for s in $STEPS; do
     ops_decode) bench_ops ops_decode 75 "test_op_forward and not backward and fp32 and decode" ;;  # issue 5's batch-1 shapes
     ops_fwd_bf16) bench_ops ops_fwd_bf16 150 "test_op_forward and not backward and bf16" ;;
     ops_bwd) bench_ops ops_bwd 150 "test_op_forward_backward" ;;
+    host)  # host time per op call, real launches (results/host_overhead.md has the CPU's)
+        step host 60 python3 -m pytest benchmarks/bench_host_overhead.py -q -p no:cacheprovider \
+            --benchmark-json "$LOG/host_overhead_$TAG.json" ;;
     train)  # issue 6: the paper configuration trains with the same command (loss, memory, images/s)
         python3 -c "
 import os, skimage.data as d, PIL.Image as I
@@ -126,7 +130,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model ops_fwd ops_fwd_bf16 ops_bwd train finetune refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model host ops_fwd ops_fwd_bf16 ops_bwd train finetune refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"
