@@ -181,8 +181,9 @@ def _register_python_side() -> None:
 
     fake(f"{_NS}::native_affine_coupling")(lambda x, g, h, clamp: flat_like(x))
     fake(f"{_NS}::native_affine_coupling_inverse")(lambda y, g, h, clamp: flat_like(y))
-    fake(f"{_NS}::native_affine_coupling_backward")(
-        lambda grad, a, g, h, clamp, inverse: (flat_like(a), flat_like(a), flat_like(a))
+    fake(f"{_NS}::native_affine_coupling_backward")(lambda grad, x, g, clamp: (flat_like(x), flat_like(x)))
+    fake(f"{_NS}::native_affine_coupling_inverse_backward")(
+        lambda grad, x, g, clamp: (flat_like(x), flat_like(x), flat_like(x))
     )
 
     # squeeze ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ TORCH_LIBRARY(ainn_fast_cuda_emulation, m) {
   m.def("native_affine_coupling", &affine_coupling);
   m.def("native_affine_coupling_inverse", &affine_coupling_inverse);
   m.def("native_affine_coupling_backward", &affine_coupling_backward);
+  m.def("native_affine_coupling_inverse_backward", &affine_coupling_inverse_backward);
   m.def("native_squeeze2x2", &squeeze2x2);
   m.def("native_unsqueeze2x2", &unsqueeze2x2);
   m.def("native_group_mean", &group_mean);

@@ -77,8 +77,13 @@ def test_coupling(emu, inverse, shape, dtype):
     g = 3 * g  # gates well into both tails of the sigmoid
     outs, grads, go = _reference(name, (a, g, h, 0.8), dtype)
     _close(getattr(emu, "native_" + name)(a, g, h, 0.8), outs[0], dtype)
-    for got, want in zip(emu.native_affine_coupling_backward(go[0], a, g, h, 0.8, inverse), grads):
-        _close(got, want, dtype)
+    if inverse:  # from the op's output x, as autograd keeps it
+        x = getattr(emu, "native_" + name)(a, g, h, 0.8)
+        got = emu.native_affine_coupling_inverse_backward(go[0], x, g, 0.8)
+    else:  # from the input x; dh is the incoming gradient itself
+        got = (*emu.native_affine_coupling_backward(go[0], a, g, 0.8), go[0])
+    for got_grad, want in zip(got, grads, strict=True):
+        _close(got_grad, want, dtype)
 
 
 def test_coupling_channels_last_and_views(emu):
@@ -196,6 +201,7 @@ def test_64_bit_indexing_computes_what_32_bit_does(emu):
 
 NATIVE_OPS = [
     "native_affine_coupling", "native_affine_coupling_inverse", "native_affine_coupling_backward",
+    "native_affine_coupling_inverse_backward",
     "native_squeeze2x2", "native_unsqueeze2x2", "native_group_mean", "native_group_mean_backward",
     "native_multiscale_decompose", "native_multiscale_decompose_backward",
     "native_frequency_blend", "native_frequency_blend_backward",
@@ -252,7 +258,8 @@ def test_tiny_model_on_the_cuda_kernels_equals_reference(native_on_cuda_kernels,
     assert {"native_affine_coupling", "native_squeeze2x2", "native_multiscale_decompose",
             "native_frequency_blend"} <= used
     if mode == "train":
-        assert {"native_affine_coupling_backward", "native_frequency_blend_backward"} <= used
+        assert {"native_affine_coupling_backward", "native_affine_coupling_inverse_backward",
+                "native_frequency_blend_backward"} <= used
     assert_model_runs_close(got, ref)
 
 

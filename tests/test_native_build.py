@@ -26,6 +26,7 @@ OPS = [
     "native_affine_coupling",
     "native_affine_coupling_inverse",
     "native_affine_coupling_backward",
+    "native_affine_coupling_inverse_backward",
     "native_squeeze2x2",
     "native_unsqueeze2x2",
     "native_group_mean",

@@ -18,10 +18,12 @@ TORCH_LIBRARY_FRAGMENT(ainn_fast, m) {
   // Coupling tail: y = x * exp(s(g)) + h, x = (y - h) * exp(-s(g)), s(g) = clamp * (2 sigmoid(g) - 1).
   m.def("native_affine_coupling(Tensor x, Tensor g, Tensor h, float clamp) -> Tensor");
   m.def("native_affine_coupling_inverse(Tensor y, Tensor g, Tensor h, float clamp) -> Tensor");
-  // Fused backward of either direction (a = x for the forward, a = y for the inverse);
-  // recomputes the scale from g instead of saving it. Returns (grad_a, grad_g, grad_h).
+  // Fused backward of each direction, recomputing the scale from g instead of saving it;
+  // neither reads h. Forward: from its input x, returns (grad_x, grad_g) (grad_h is the
+  // incoming gradient itself). Inverse: from its output x, returns (grad_y, grad_g, grad_h).
+  m.def("native_affine_coupling_backward(Tensor grad, Tensor x, Tensor g, float clamp) -> (Tensor, Tensor)");
   m.def(
-      "native_affine_coupling_backward(Tensor grad, Tensor a, Tensor g, Tensor h, float clamp, bool inverse)"
+      "native_affine_coupling_inverse_backward(Tensor grad, Tensor x, Tensor g, float clamp)"
       " -> (Tensor, Tensor, Tensor)");
   // Space-to-depth in A-INN's channel order (i * 2 + j) * C + c, and its inverse.
   m.def("native_squeeze2x2(Tensor x) -> Tensor");

@@ -22,27 +22,26 @@ __global__ void coupling_forward_kernel(const T* __restrict__ a, const T* __rest
   }
 }
 
-// See csrc/ops/cpu/coupling_kernel.cpp for the formulas.
+// See csrc/ops/cpu/coupling_kernel.cpp for the formulas: x is the forward direction's
+// input or the inverse direction's output; dh is written for the inverse only.
 template <typename T, typename A>
-__global__ void coupling_backward_kernel(const T* __restrict__ go, const T* __restrict__ a, const T* __restrict__ g,
-                                         const T* __restrict__ h, T* __restrict__ da, T* __restrict__ dg,
-                                         T* __restrict__ dh, int64_t n, A clamp, bool inverse) {
+__global__ void coupling_backward_kernel(const T* __restrict__ go, const T* __restrict__ x, const T* __restrict__ g,
+                                         T* __restrict__ da, T* __restrict__ dg, T* __restrict__ dh, int64_t n,
+                                         A clamp, bool inverse) {
   AINN_GRID_STRIDE(int64_t, i, n) {
     const A sg = sigmoid(static_cast<A>(g[i]));
     const A s = clamp * (A(2) * sg - A(1));
     const A ds = A(2) * clamp * sg * (A(1) - sg);
-    const A gov = static_cast<A>(go[i]), av = static_cast<A>(a[i]);
+    const A gov = static_cast<A>(go[i]), xv = static_cast<A>(x[i]);
     if (inverse) {
-      const A e = exp(-s);
-      const A x = (av - static_cast<A>(h[i])) * e;
-      da[i] = static_cast<T>(gov * e);
-      dh[i] = static_cast<T>(-gov * e);
-      dg[i] = static_cast<T>(-gov * x * ds);
+      const A d = gov * exp(-s);
+      da[i] = static_cast<T>(d);
+      dh[i] = static_cast<T>(-d);
+      dg[i] = static_cast<T>(-gov * xv * ds);
     } else {
       const A e = exp(s);
       da[i] = static_cast<T>(gov * e);
-      dh[i] = static_cast<T>(gov);
-      dg[i] = static_cast<T>(gov * av * e * ds);
+      dg[i] = static_cast<T>(gov * xv * e * ds);
     }
   }
 }
@@ -78,25 +77,36 @@ at::Tensor affine_coupling_inverse(const at::Tensor& y, const at::Tensor& g, con
   return coupling_forward(y, g, h, clamp, true);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward(
-    const at::Tensor& grad_, const at::Tensor& a_, const at::Tensor& g_, const at::Tensor& h_, double clamp,
-    bool inv) {
-  check_inputs(a_, g_, h_, "native_affine_coupling_backward");
-  TORCH_CHECK(grad_.sizes() == a_.sizes(), "native_affine_coupling_backward: grad shape mismatch");
-  const DeviceGuard guard(a_.device());
-  const at::Tensor a = dense(a_), g = in_layout_of(g_, a), h = in_layout_of(h_, a);
-  const at::Tensor go = in_layout_of(grad_.to(a_.scalar_type()), a);
-  at::Tensor da = at::empty_like(a), dg = at::empty_like(a), dh = at::empty_like(a);
-  const int64_t n = a.numel();
+std::tuple<at::Tensor, at::Tensor, at::Tensor> coupling_backward(
+    const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& g_, double clamp, bool inv, const char* op) {
+  check_cuda(x_, op);
+  TORCH_CHECK(g_.sizes() == x_.sizes() && grad_.sizes() == x_.sizes(), op, ": grad, x and g must have one shape");
+  TORCH_CHECK(g_.scalar_type() == x_.scalar_type(), op, ": x and g must have one dtype");
+  const DeviceGuard guard(x_.device());
+  const at::Tensor x = dense(x_), g = in_layout_of(g_, x);
+  const at::Tensor go = in_layout_of(grad_.to(x_.scalar_type()), x);
+  at::Tensor da = at::empty_like(x), dg = at::empty_like(x), dh = inv ? at::empty_like(x) : at::Tensor();
+  const int64_t n = x.numel();
   if (n == 0) return {da, dg, dh};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "native_affine_coupling_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "native_affine_coupling_backward", [&] {
     using A = at::opmath_type<scalar_t>;
     launch(coupling_backward_kernel<scalar_t, A>, blocks_for(n), kThreads,
-        go.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
-        h.const_data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), n,
+        go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+        da.data_ptr<scalar_t>(), dg.data_ptr<scalar_t>(), inv ? dh.data_ptr<scalar_t>() : nullptr, n,
         static_cast<A>(clamp), inv);
   });
   return {da, dg, dh};
+}
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& g, double clamp) {
+  auto grads = coupling_backward(grad, x, g, clamp, false, "native_affine_coupling_backward");
+  return {std::get<0>(grads), std::get<1>(grads)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_inverse_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& g, double clamp) {
+  return coupling_backward(grad, x, g, clamp, true, "native_affine_coupling_inverse_backward");
 }
 
 }  // namespace
@@ -106,6 +116,7 @@ TORCH_LIBRARY_IMPL(ainn_fast, CUDA, m) {
   m.impl("native_affine_coupling", &affine_coupling);
   m.impl("native_affine_coupling_inverse", &affine_coupling_inverse);
   m.impl("native_affine_coupling_backward", &affine_coupling_backward);
+  m.impl("native_affine_coupling_inverse_backward", &affine_coupling_inverse_backward);
 }
 #endif
 
