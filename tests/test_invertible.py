@@ -17,6 +17,24 @@ def test_inv_conv_starts_orthogonal_and_inverts():
     torch.testing.assert_close(conv.inverse(conv(x)), x, atol=1e-5, rtol=0)
 
 
+def test_inv_conv_training_inverse_is_exact_and_differentiable():
+    """In training the inverse weight is recomputed (inv_ex, no host sync) and carries the
+    gradient: the same values and gradients as linalg.inv's in float64 (gradcheck)."""
+    conv = InvConv1x1(6)
+    with torch.no_grad():
+        conv.weight.add_(0.1 * torch.randn(6, 6))  # a general matrix, not only orthogonal
+    w_inv = conv.inverse_weight()
+    assert w_inv.requires_grad and w_inv.dtype == torch.float64
+    torch.testing.assert_close(w_inv, torch.linalg.inv(conv.weight.detach().double()), rtol=0, atol=0)
+    y = torch.randn(2, 6, 3, 5)
+    x = conv.inverse(y)
+    torch.testing.assert_close(conv(x), y, rtol=1e-5, atol=1e-5)
+    conv.weight = torch.nn.Parameter(conv.weight.detach().double())
+    weights = torch.arange(36.0, dtype=torch.float64).view(6, 6)
+    # gradcheck perturbs its input in place: the Parameter itself, which inverse_weight reads.
+    assert torch.autograd.gradcheck(lambda w: (conv.inverse_weight() * weights).sum(), (conv.weight,))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_each_part_inverts(dtype):
     x1, x2 = torch.randn(2, 12, 6, 10, dtype=dtype), torch.randn(2, 12, 6, 10, dtype=dtype)

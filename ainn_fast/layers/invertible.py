@@ -53,7 +53,11 @@ class InvConv1x1(nn.Module):
         # ill-conditioned trained matrices.
         w = self.weight
         if torch.is_grad_enabled() and w.requires_grad:
-            return torch.linalg.inv(w.double())  # training: fresh and differentiable
+            # Training: fresh and differentiable. inv_ex without its error check, because
+            # linalg.inv reads the LAPACK status back to the host, a device sync in the
+            # middle of every step on a GPU (four a step, one per level); a singular W,
+            # which training from an orthogonal start does not reach, would show as a NaN loss.
+            return torch.linalg.inv_ex(w.double()).inverse
         return self._cached_inverse(w)
 
     @torch.compiler.disable  # data_ptr/_version are not traceable; a graph break is cheap here
