@@ -29,9 +29,16 @@ from .refinement import rd_cost, refine_latent
 DEFAULT_CONFIG = "lite"
 DEFAULT_QUALITY = 3
 DEFAULT_METRIC = "mse"
-# Peak memory of the transforms per padded pixel, measured on CPU (lite and paper,
-# float32, 256^2 and 512^2: 1.6-2.2 KiB), with margin.
-BYTES_PER_PIXEL = 2560
+# Peak memory of coding, per padded pixel, above what the process holds before it. Measured
+# on the CPU with prepared models (channels_last, BatchNorm folded, no autograd), at
+# 1024x768 and 2048x1536 (2026-12-04): decoding 562-634 B (lite) and 1,030-1,208 B
+# (paper), encoding 122-248 B (both); here with a margin of about 1.5x. The first codec's
+# 2.5 KiB, measured before decoding was prepared, refused a 12-megapixel photo on a
+# 24 GiB machine that decodes it in 8 GiB. A GPU has not been measured (cuDNN's
+# workspaces, the caching allocator), so there that estimate stands.
+DECODE_BYTES_PER_PIXEL = {"tiny": 1024, "lite": 1024, "paper": 1792}
+ENCODE_BYTES_PER_PIXEL = 384
+GPU_BYTES_PER_PIXEL = 2560
 # The same for encoding with latent refinement, whose backward pass keeps the synthesis's
 # activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768), with margin.
 REFINE_BYTES_PER_PIXEL = 6144
@@ -102,7 +109,16 @@ def _identity(model: AINN) -> tuple[str, int, str, bytes]:
     return model.config.name, int(getattr(model, "quality", 0) or 0), getattr(model, "metric", "mse"), model._ainn_hash
 
 
-def check_memory(width: int, height: int, device: torch.device, per_pixel: int = BYTES_PER_PIXEL) -> None:
+def bytes_per_pixel(config: str, device: torch.device, decoding: bool, refine: bool = False) -> int:
+    """The memory estimate :func:`check_memory` uses for coding with model ``config``."""
+    if refine:
+        return REFINE_BYTES_PER_PIXEL
+    if device.type != "cpu":
+        return GPU_BYTES_PER_PIXEL
+    return DECODE_BYTES_PER_PIXEL.get(config, GPU_BYTES_PER_PIXEL) if decoding else ENCODE_BYTES_PER_PIXEL
+
+
+def check_memory(width: int, height: int, device: torch.device, per_pixel: int) -> None:
     """Fail before allocating when an image of this size cannot fit."""
     pixels = math.ceil(height / STRIDE) * STRIDE * math.ceil(width / STRIDE) * STRIDE
     need = pixels * per_pixel
@@ -179,7 +195,7 @@ def encode(
         raise InputError("refinement needs the model's quality (its lambda); this model has none")
     if refine and metric == "ms-ssim" and min(width, height) < MS_SSIM_MIN_SIDE:
         raise InputError(f"refinement of an MS-SSIM model needs at least {MS_SSIM_MIN_SIDE} px a side")
-    check_memory(width, height, dev, per_pixel=REFINE_BYTES_PER_PIXEL if refine else BYTES_PER_PIXEL)
+    check_memory(width, height, dev, bytes_per_pixel(model.config.name, dev, decoding=False, refine=bool(refine)))
     x = pad_to_stride(prepared.rgb.to(dev))
     with torch.no_grad():
         y = model.g_a(x)
@@ -256,7 +272,7 @@ def decode(data: bytes, model: AINN | None = None, device=None, progress: Callab
     c = container.unpack(_file_bytes(data))
     h = c.header
     dev = _device_of(model, device)
-    check_memory(h.width, h.height, dev)
+    check_memory(h.width, h.height, dev, bytes_per_pixel(h.config, dev, decoding=True))
     model = resolve_model(h, model, device, _shared=True)
     if h.version == 1:
         y_hat = decode_latents_v1(model, c.y, c.z, latent_size(h))
@@ -300,7 +316,7 @@ def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> 
             raise ModelMismatchError("files of one batch must come from one model; decode them separately")
     dev = _device_of(model, device)
     for c in parsed:
-        check_memory(c.header.width, c.header.height, dev)
+        check_memory(c.header.width, c.header.height, dev, bytes_per_pixel(c.header.config, dev, decoding=True))
     model = resolve_model(parsed[0].header, model, device, _shared=True)
     y_hats = _decode_latents(model, parsed, dev)
     return [(_synthesize(model, y_hat, c), y_hat) for y_hat, c in zip(y_hats, parsed)]

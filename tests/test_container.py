@@ -105,7 +105,7 @@ def test_fuzz_damaged_files_end_in_documented_errors(sample, tiny_codec_model, m
     or hang."""
     # A small memory budget (room for about 100x100 pixels) makes forged large sizes fail
     # at the memory check, before allocating, as they would on a smaller machine.
-    monkeypatch.setattr(codec, "_available_bytes", lambda device: 100 * 100 * codec.BYTES_PER_PIXEL * 3)
+    monkeypatch.setattr(codec, "_available_bytes", lambda device: 100 * 100 * codec.DECODE_BYTES_PER_PIXEL["tiny"] * 3)
     rng = random.Random(1234)
     outcomes = {"error": 0, "decoded": 0}
     n = sample[7]
