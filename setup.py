@@ -100,7 +100,7 @@ setup(
         # `ainn eval`: the RD plot, and JPEG XL where Debian's cjxl/djxl are not installed.
         "eval": ["matplotlib", "pillow-jxl-plugin"],
     },
-    entry_points={"console_scripts": ["ainn = ainn_fast.cli:main"]},
+    entry_points={"console_scripts": ["ainn = ainn_fast.cli:script_main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -31,13 +31,14 @@ DEFAULT_QUALITY = 3
 DEFAULT_METRIC = "mse"
 # Peak memory of coding, per padded pixel, above what the process holds before it. Measured
 # on the CPU with prepared models (channels_last, BatchNorm folded, no autograd), at
-# 1024x768 and 2048x1536 (2026-12-04): decoding 562-634 B (lite) and 1,030-1,208 B
-# (paper), encoding 122-248 B (both); here with a margin of about 1.5x. The first codec's
-# 2.5 KiB, measured before decoding was prepared, refused a 12-megapixel photo on a
-# 24 GiB machine that decodes it in 8 GiB. A GPU has not been measured (cuDNN's
-# workspaces, the caching allocator), so there that estimate stands.
+# 1024x768, 2048x1536 and 4000x3000 (2026-12-04): decoding 562-737 B (lite) and
+# 1,030-1,208 B (paper), encoding 122-317 B (both), the upper ends with the ``ainn``
+# script's allocator tuning (allocator.py), which keeps freed memory; here with a margin
+# of about 1.5x. The first codec's 2.5 KiB, measured before decoding was prepared, refused
+# a 12-megapixel photo on a 24 GiB machine that decodes it in 9 GB. A GPU has not been
+# measured (cuDNN's workspaces, the caching allocator), so there that estimate stands.
 DECODE_BYTES_PER_PIXEL = {"tiny": 1024, "lite": 1024, "paper": 1792}
-ENCODE_BYTES_PER_PIXEL = 384
+ENCODE_BYTES_PER_PIXEL = 512
 GPU_BYTES_PER_PIXEL = 2560
 # The same for encoding with latent refinement, whose backward pass keeps the synthesis's
 # activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768), with margin.
