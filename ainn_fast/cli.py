@@ -400,24 +400,21 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"ainn: warning: {message}", file=sys.stderr)
 
 
-# Commands that code images, whose big activations a tuned allocator serves faster (allocator.py).
-CODING_COMMANDS = ("compress", "decompress", "demo", "eval", "bench")
-
-
-def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
-    """Run one ``ainn`` command; ``own_process``: the process is the command's alone (the
-    ``ainn`` script, ``python -m ainn_fast.cli``), so it may tune the process's allocator."""
+def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # restores the caller's filters (tests call main in-process)
         # CompressAI imports torch_geometric, whose import calls the deprecated
         # torch.jit.script: two lines on every command that are no concern of the user's.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         warnings.showwarning = _warning_line  # one line, like the errors
-        return _main(argv, own_process)
+        return _main(argv)
 
 
 def script_main() -> int:
-    """The ``ainn`` console script."""
-    return main(own_process=True)
+    """The ``ainn`` console script (and ``python -m ainn_fast.cli``): a process of its own,
+    so its allocator may keep freed memory for reuse (allocator.py), which main() called
+    from a Python program must not impose on it."""
+    allocator.reuse_freed_memory()
+    return main()
 
 
 def _check_environment() -> None:
@@ -428,14 +425,12 @@ def _check_environment() -> None:
     entropy_coding.entropy_path("cpu")
 
 
-def _main(argv: Sequence[str] | None, own_process: bool) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         args = _build_parser().parse_args(argv)
         _check_environment()
-        if own_process and args.command in CODING_COMMANDS:
-            allocator.reuse_freed_memory()
         COMMANDS[args.command](args)
         return 0
     except AinnError as e:
