@@ -67,6 +67,20 @@ def _model(config: str, context: str, device: torch.device):
     return codec.prepare_model(model, device), trained
 
 
+def peak_bytes_per_pixel(fn: Callable, device: torch.device, width: int, height: int) -> float | None:
+    """Peak GPU memory ``fn()`` allocates above what was allocated before it, per padded
+    pixel: what codec.GPU_BYTES_PER_PIXEL estimates (None on a CPU, where only the whole
+    process's peak is known)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / codec.padded_pixels(width, height)
+
+
 def bench_config(
     config: str,
     image: Image.Image,
@@ -107,6 +121,10 @@ def bench_config(
             raise RuntimeError(f"entropy path {name!r} coded differently")  # never: every path is exact
     with torch.no_grad():
         synth_s, _ = timed(lambda: model.g_s(y_hat[0]), device, repeat)
+    peaks = {
+        "encode_peak_bytes_per_pixel": peak_bytes_per_pixel(compress, device, w, h),
+        "decode_peak_bytes_per_pixel": peak_bytes_per_pixel(lambda: codec.decode(data, model, device), device, w, h),
+    }
     row = {
         "config": config,
         "context": context,
@@ -125,6 +143,7 @@ def bench_config(
         "entropy_path": entropy_coding.entropy_path(device),
         "by_entropy_path": by_path,
         **graphed,
+        **{k: v for k, v in peaks.items() if v is not None},
     }
     if serial and context == "serial":
         old = codec.encode(image, model, device=device, version=1)[0]
@@ -243,6 +262,11 @@ def report(results: dict) -> str:
                 f"({r['serial_v1_decode_latents_s'] / r['decode_latents_s']:.1f}x the wavefront), int64 reference "
                 f"{r['serial_reference_decode_latents_s'] * 1e3:.0f} ms; v1 file {r['v1_bytes']} B "
                 f"(format {r.get('format', 2)} {100 * (r['bytes'] / r['v1_bytes'] - 1):+.2f} %)"
+            )
+        if "decode_peak_bytes_per_pixel" in r:
+            lines.append(
+                f"        peak GPU memory a padded pixel: encode {r['encode_peak_bytes_per_pixel']:.0f} B, "
+                f"decode {r['decode_peak_bytes_per_pixel']:.0f} B"
             )
         if base:
             lines.append(f"        CompressAI mbt2018 decode / this decode: {base['decode_s'] / r['decode_s']:.1f}x")

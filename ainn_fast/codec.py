@@ -119,10 +119,14 @@ def bytes_per_pixel(config: str, device: torch.device, decoding: bool, refine: b
     return DECODE_BYTES_PER_PIXEL.get(config, GPU_BYTES_PER_PIXEL) if decoding else ENCODE_BYTES_PER_PIXEL
 
 
+def padded_pixels(width: int, height: int) -> int:
+    """Pixels the transforms process for an image of this size (padded to the stride)."""
+    return math.ceil(height / STRIDE) * STRIDE * math.ceil(width / STRIDE) * STRIDE
+
+
 def check_memory(width: int, height: int, device: torch.device, per_pixel: int) -> None:
     """Fail before allocating when an image of this size cannot fit."""
-    pixels = math.ceil(height / STRIDE) * STRIDE * math.ceil(width / STRIDE) * STRIDE
-    need = pixels * per_pixel
+    need = padded_pixels(width, height) * per_pixel
     available = _available_bytes(device)
     if available is not None and need > available:
         raise InputError(

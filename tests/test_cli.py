@@ -197,3 +197,22 @@ def test_a_bad_environment_option_is_refused_before_anything_is_written(capsys, 
     rc, _, err = run(capsys, "demo", "-o", out)
     assert rc == 2 and err.count("\n") == 1 and says in err
     assert not out.exists()
+
+
+def test_bench_peak_memory_per_pixel_reads_the_cuda_allocator(monkeypatch):
+    """The GPU memory figure (codec.GPU_BYTES_PER_PIXEL's yardstick): the allocator's peak
+    during the call, minus what was allocated before it, over the padded pixels; None on
+    a CPU. The CUDA allocator is stood in for, as this machine has no GPU."""
+    from ainn_fast import bench
+
+    state = {"allocated": 1000, "peak": 0}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=state["allocated"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+
+    def work():  # allocates 64 * 128 * 10 bytes at its peak, then frees them
+        state["peak"] = state["allocated"] + 64 * 128 * 10
+
+    assert bench.peak_bytes_per_pixel(work, torch.device("cpu"), 100, 60) is None
+    assert bench.peak_bytes_per_pixel(work, torch.device("cuda"), 100, 60) == 10.0  # padded to 128 x 64
