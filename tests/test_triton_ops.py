@@ -329,6 +329,18 @@ def test_eager_path_equals_the_custom_op_and_skips_its_dispatch(case):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_fake_mode_with_real_inputs_takes_the_custom_op():
+    """Under FakeTensorMode, plain tensors may come in (allow_non_fake_inputs): the eager
+    shortcut would launch a kernel on fake outputs; the custom op's fake kernel runs."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    x, g, h = (torch.randn(1, 3, 4, 6, device=DEVICE) for _ in range(3))
+    with FakeTensorMode(allow_non_fake_inputs=True), ainn_fast.use_backend("triton"):
+        y = ops.affine_coupling(x, g, h, 1.0)
+        low, high = ops.multiscale_decompose(x)
+    assert isinstance(y, FakeTensor) and y.shape == x.shape and low.shape == (1, 9, 4, 6)
+
+
 def test_compiled_graphs_hold_the_custom_ops():
     """Under torch.compile the registry calls the custom ops (one opaque node each, with
     their fake kernels), forward and backward, not the eager shortcut."""
