@@ -177,18 +177,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str) -> bytes:
-    from .image_io import read_bytes
-
-    return read_bytes(path)
-
-
-def _open_image(path: str):
-    from .image_io import open_image
-
-    return open_image(path)
-
-
 def _check_output(path: str, force: bool) -> Path:
     out = Path(path)
     if out.exists() and not force:
@@ -251,13 +239,13 @@ def _progress(label: str, unit: str = "front"):
 
 def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object]:
     from . import codec
-
-    device = _device(args.device)
-    img = _open_image(input_path)
-    model = _model(args) or codec.default_model(args.quality or codec.DEFAULT_QUALITY)
-    model = codec.prepare_model(model, device)
+    from .image_io import open_image
     from .inference import prepare_for_decoding
 
+    device = _device(args.device)
+    img = open_image(input_path)
+    model = _model(args) or codec.default_model(args.quality or codec.DEFAULT_QUALITY)
+    model = codec.prepare_model(model, device)
     prepare_for_decoding(model)  # g_a (and --refine's g_s) in the layout they run fastest in
     start = time.perf_counter()
     steps = _progress("refine", "step") if args.refine else None
@@ -304,14 +292,17 @@ def _decompress(args, data: bytes, output: Path):
 
 def cmd_decompress(args) -> None:
     output = _check_output(args.output or str(Path(args.input).with_suffix(".png")), args.force)
-    img, seconds = _decompress(args, _read(args.input), output)
+    from .image_io import read_bytes
+
+    img, seconds = _decompress(args, read_bytes(args.input), output)
     print(f"{output}: {img.size[0]}x{img.size[1]} {img.mode}, {seconds:.2f} s")
 
 
 def cmd_info(args) -> None:
     from . import container
+    from .image_io import read_bytes
 
-    data = _read(args.input)
+    data = read_bytes(args.input)
     c = container.unpack(data)
     h = c.header
     print(f"file:     {args.input} ({len(data)} bytes)")

@@ -207,13 +207,12 @@ coupling_inverse = eager_path(triton_affine_coupling_inverse, _affine_coupling_i
 # Registry entries: same signatures as the reference ops.
 
 
-def _same_shape(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _same_shape(x: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
     # The kernels need one shape; broadcasting happens outside the custom op so that
     # autograd reduces the gradients of broadcast inputs.
-    x, g, h = tensors
     if x.shape == g.shape == h.shape:
-        return tensors
-    return torch.broadcast_tensors(*tensors)
+        return x, g, h
+    return torch.broadcast_tensors(x, g, h)
 
 
 @affine_coupling.register("triton")
