@@ -304,3 +304,24 @@ def test_compress_decompress_round_trip(tiny, astronaut):
     assert torch.equal(dec["x_hat"], dec2["x_hat"])
     assert sum(len(s) for s in enc["strings"][0] + enc["strings"][1]) > 0
     tiny.train()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_entropy_bottleneck_forward_equals_compressais(tiny, training):
+    """Our EntropyBottleneck forward (the permutation as ints, nothing read back to the
+    host) gives CompressAI's outputs, likelihoods and gradients bit for bit, noise included."""
+    from compressai.entropy_models import EntropyBottleneck as CompressAIEntropyBottleneck
+
+    eb = tiny.entropy_bottleneck
+    assert isinstance(eb, CompressAIEntropyBottleneck) and type(eb) is not CompressAIEntropyBottleneck
+    z = torch.randn(2, eb.channels, 5, 7) * 3
+    results = []
+    for forward in (type(eb).forward, CompressAIEntropyBottleneck.forward):
+        eb.zero_grad(set_to_none=True)  # the module is shared with other tests
+        x = z.clone().requires_grad_(True)
+        torch.manual_seed(11)
+        outputs, likelihood = forward(eb, x, training=training)
+        (outputs.square().sum() - likelihood.log().sum()).backward()
+        results.append((outputs, likelihood, x.grad, eb.quantiles.grad))
+    for ours, theirs in zip(*results):
+        assert (ours is None and theirs is None) or torch.equal(ours, theirs)

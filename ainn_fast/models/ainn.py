@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import GaussianConditional
 from compressai.layers import MaskedConv2d, conv3x3, subpel_conv3x3
 from compressai.models import CompressionModel, JointAutoregressiveHierarchicalPriors
 
@@ -12,6 +12,7 @@ from .. import ops
 from ..layers import CFRM, FrequencyDecomposition, FrequencySynthesis, InvertibleNetwork, MultiScaleCFRM
 from ..layers import ProgressiveDenoiser
 from ..layers.context import CheckerboardContext
+from ..layers.entropy_bottleneck import EntropyBottleneck
 from .config import AINNConfig
 
 STRIDE = 64  # total downsampling with the hyperprior: inputs must be multiples of it
