@@ -30,6 +30,7 @@ from .hardware import slow_low_precision
 from .image_io import read_rgb
 from .losses import RateDistortionLoss, lambda_for
 from .models import QUANTIZATIONS, STRIDE
+from .train_graphs import GraphedStep
 
 # TrainConfig fields that define the model a run trains; the others may change on a resume.
 MODEL_FIELDS = ("config", "quality", "metric", "context")
@@ -64,6 +65,7 @@ class TrainConfig:
     context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
     quantization: str = "noise"  # or "mixed": noise for the rate, rounding straight through (AINN.forward)
     context_passes: int = 1  # mixed only: passes of the context model, each fed the last pass's y_hat
+    cuda_graphs: bool = False  # replay each step from one CUDA graph (train_graphs.py); one CUDA process
 
 
 def list_images(dirs: list[str]) -> list[Path]:
@@ -152,6 +154,8 @@ class Trainer:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.device = torch.device(cfg.device)
         require_backend(cfg.backend, self.device.type)  # before loading anything, not at the first op
+        if cfg.cuda_graphs and (self.device.type != "cuda" or self.world > 1):
+            raise InputError("--cuda-graphs needs --device cuda and a single process (no torchrun)")
         # Only rank 0 speaks, so only it times the probe convolution.
         slow = slow_low_precision(torch.bfloat16, self.device) if cfg.amp == "bf16" and self.rank == 0 else None
         if slow:
@@ -178,8 +182,10 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.criterion = RateDistortionLoss(lambda_for(cfg.quality, cfg.metric), cfg.metric)
         net, aux = split_parameters(self.model)
+        # A captured Adam step keeps its step counts on the device (train_graphs.py).
+        capturable = {"capturable": True} if cfg.cuda_graphs else {}
         if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(net, lr=cfg.lr)
+            self.optimizer = torch.optim.Adam(net, lr=cfg.lr, **capturable)
         elif cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(net, lr=cfg.lr, momentum=0.9)
         else:
@@ -188,7 +194,7 @@ class Trainer:
             raise InputError(f"unknown quantization {cfg.quantization!r}; use noise or mixed")
         if cfg.context_passes < 1 or (cfg.context_passes > 1 and cfg.quantization != "mixed"):
             raise InputError(f"--context-passes {cfg.context_passes}: use 1, or more with --quantization mixed")
-        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg.aux_lr, **capturable)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.milestones, gamma=0.1)
         self.step = 0
         self.best_val_loss = math.inf  # of the weights in best.safetensors
@@ -200,6 +206,7 @@ class Trainer:
                 self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
             )
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.graphed = GraphedStep(self._update, [self.optimizer, self.aux_optimizer]) if cfg.cuda_graphs else None
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, name: str = "last", with_state: bool = True) -> None:
@@ -261,8 +268,24 @@ class Trainer:
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         torch.manual_seed(step_seed(cfg.seed, self.step, self.rank))  # quantization noise
+        losses = self.graphed(x) if self.graphed is not None else self._update(x)
+        self.scheduler.step()
+        self.step += 1
+        stats = {k: float(v) for k, v in losses.items()}
+        if "mse_loss" in stats:
+            stats["psnr"] = psnr(stats["mse_loss"])
+        return stats
+
+    def _update(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step's device work on the batch x: forward, RD loss, backward, clipping,
+        both optimizers. Nothing in it reads a value back to the host, so that
+        train_graphs.GraphedStep can capture it; it returns the losses as tensors."""
+        cfg = self.cfg
         amp = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else contextlib.nullcontext()
+            # A capture must not keep autocast's casts of the weights made outside it.
+            torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs)
+            if cfg.amp == "bf16"
+            else contextlib.nullcontext()
         )
         with use_backend(cfg.backend), amp:
             out = self.net(x, quantization=cfg.quantization, context_passes=cfg.context_passes)
@@ -273,17 +296,11 @@ class Trainer:
         if cfg.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip)
         self.optimizer.step()
-        self.scheduler.step()
         self.aux_optimizer.zero_grad(set_to_none=True)
         aux = self.model.aux_loss()
         aux.backward()
         self.aux_optimizer.step()
-        self.step += 1
-        stats = {k: float(v.detach()) for k, v in losses.items()}
-        stats["aux_loss"] = float(aux.detach())
-        if "mse_loss" in stats:
-            stats["psnr"] = psnr(stats["mse_loss"])
-        return stats
+        return {**{k: v.detach() for k, v in losses.items()}, "aux_loss": aux.detach()}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

@@ -140,6 +140,120 @@ def test_validation_codes_with_the_cdf_tables_a_file_gets(device):
         assert torch.equal(value.cpu(), expected[key]), key
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend, amp", [("reference", "none"), ("triton", "none"), ("native", "none"), ("reference", "bf16")])
+def test_cuda_graphed_steps_follow_the_eager_steps(photo_dirs, tmp_path, backend, amp):
+    """After the eager warm-up, steps replayed from a CUDA graph give the losses and
+    weights of the same steps run eagerly, and a milestone (a new learning rate) captures
+    again. Both runs use the capturable Adam, so the arithmetic is the same kernels on the
+    same values; cuDNN's weight-gradient sums may take another order run to run, hence
+    close (1e-3 relative over 9 steps), not equal."""
+    from ainn_fast.backend import unavailable_reason
+
+    if unavailable_reason(backend, "cuda"):
+        pytest.skip(unavailable_reason(backend, "cuda"))
+    kw = dict(device="cuda", backend=backend, amp=amp, steps=9, val_every=100, ckpt_every=100, milestones=[6],
+              cuda_graphs=True)
+    eager = Trainer(config(photo_dirs, tmp_path / "eager", **kw))
+    eager.graphed = None
+    graphed = Trainer(config(photo_dirs, tmp_path / "graphed", **kw))
+    want, got = eager.run(progress=False), graphed.run(progress=False)
+    g = graphed.graphed
+    assert g.failed is None and g.graph is not None and g.captured_lrs[0] == pytest.approx(1e-4)  # lr 1e-3 / 10
+    for key in ("loss", "bpp_loss", "mse_loss", "aux_loss"):
+        np.testing.assert_allclose([h[key] for h in got], [h[key] for h in want], rtol=1e-3, err_msg=key)
+    for (name, a), b in zip(graphed.model.state_dict().items(), eager.model.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_step_that_cannot_be_captured_runs_eagerly_with_a_warning():
+    from ainn_fast.train_graphs import WARMUP_STEPS, GraphedStep
+
+    def make():
+        w = torch.ones(4, device="cuda", requires_grad=True)
+        opt = torch.optim.Adam([w], lr=0.1, capturable=True)
+
+        def update(x):
+            opt.zero_grad(set_to_none=True)
+            loss = (w * x).square().sum()
+            loss.backward()
+            if float(loss) < 0:  # a read back to the host: cannot be captured
+                raise AssertionError
+            opt.step()
+            return {"loss": loss.detach()}
+
+        return w, update
+
+    w, update = make()
+    step = GraphedStep(update, [torch.optim.Adam([torch.zeros(1)])])
+    w_eager, update_eager = make()
+    x = torch.arange(4.0, device="cuda")
+    for i in range(WARMUP_STEPS + 2):
+        if i == WARMUP_STEPS:
+            with pytest.warns(RuntimeWarning, match="could not be captured"):
+                got = step(x)
+        else:
+            got = step(x)
+        assert float(got["loss"]) == float(update_eager(x)["loss"])
+    assert step.failed and step.graph is None
+    assert torch.equal(w, w_eager)
+
+
+@pytest.mark.parametrize("backend, amp", [("reference", "none"), ("native", "none"), ("triton", "none"), ("reference", "bf16")])
+def test_the_training_step_reads_nothing_back_to_the_host(photo_dirs, tmp_path, backend, amp):
+    """What a CUDA graph capture needs, checked on the CPU: forward, loss, backward and
+    clipping of a training step (mixed quantization, 3 context passes) call no op that
+    reads a value back to the host (item(), float(tensor), data-dependent shapes) or makes
+    a tensor from host data (CompressAI's EntropyBottleneck did both: layers/entropy_bottleneck.py). The
+    optimizers' own steps are left out here: on the CPU Adam keeps its step count on the
+    host; a capture uses capturable Adam, whose count lives on the device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ainn_fast.backend import unavailable_reason
+
+    if unavailable_reason(backend, "cpu"):
+        pytest.skip(unavailable_reason(backend, "cpu"))
+    # Reads back (item(), float(), data-dependent shapes), and tensors made from host data
+    # (torch.tensor: on a GPU a copy from pageable host memory, which a capture refuses).
+    syncing = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "item", "lift_fresh"}
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.paused = [], False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not self.paused and func.overloadpacket.__name__ in syncing:
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    trainer = Trainer(config(photo_dirs, tmp_path, backend=backend, amp=amp, quantization="mixed", context_passes=3))
+    mode = Reads()
+    for opt in (trainer.optimizer, trainer.aux_optimizer):
+        def step(*a, _step=opt.step, **k):
+            mode.paused = True
+            try:
+                return _step(*a, **k)
+            finally:
+                mode.paused = False
+
+        opt.step = step
+    x = trainer.data.batch(0, 0, 0, 2)
+    with mode:
+        losses = trainer._update(x.contiguous(memory_format=torch.channels_last))
+    assert mode.seen == [] and all(torch.isfinite(v) for v in losses.values())
+    assert not mode.paused and trainer.optimizer.state  # the optimizers did step
+
+
+def test_graphed_step_refuses_a_cpu_batch():
+    from ainn_fast.train_graphs import GraphedStep
+
+    with pytest.raises(ValueError, match="CUDA batch"):
+        GraphedStep(lambda x: {}, [])(torch.zeros(2))
+
+
 def test_crops_are_a_pure_function_of_seed_step_rank(photo_dirs):
     from ainn_fast.training import CropBatches, list_images
 
@@ -241,6 +355,7 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
         (dict(clip=-1.0), "--clip -1.0"),
         (dict(ckpt_every=0), "--ckpt-every 0: use 1 or more"),
         (dict(milestones=[0]), "--milestones 0"),
+        (dict(cuda_graphs=True, device="cpu"), "--cuda-graphs needs --device cuda and a single process"),
     ],
 )
 def test_settings_no_run_can_use_are_refused_before_loading(photo_dirs, tmp_path, option, message):
