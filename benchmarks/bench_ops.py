@@ -222,33 +222,46 @@ def paper_model():
     return ainn_fast.zoo.ainn(6, config="paper").cuda()
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "graphed"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_training_step(benchmark, paper_model, backend, layout):
-    """Forward + loss + backward + Adam step at batch 8 x 256x256, fp32 (TF32 convs)."""
+def test_training_step(benchmark, paper_model, backend, layout, graphs):
+    """Forward + loss + backward + Adam step at batch 8 x 256x256, fp32 (TF32 convs);
+    ``graphed``: the step replayed from one CUDA graph as ``ainn train --cuda-graphs`` does
+    (train_graphs.py), which takes the host's dispatch and launch time out of the step."""
+    from ainn_fast.train_graphs import WARMUP_STEPS, GraphedStep
+
     _skip_unavailable(backend)
-    benchmark.group = f"model training step {layout}"
+    benchmark.group = f"model training step {layout}" + (" graphed" if graphs else "")
     model = paper_model.train()
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     model.to(memory_format=fmt)
     x = torch.rand(B, 3, H, W, device="cuda").contiguous(memory_format=fmt)
     criterion = RateDistortionLoss(lambda_for(6))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graphs)
 
-    def step():
+    def update(batch):
         optimizer.zero_grad(set_to_none=True)
         with ainn_fast.use_backend(backend):
-            loss = criterion(model(x), x)["loss"]
+            loss = criterion(model(batch), batch)["loss"]
             loss.backward()
         optimizer.step()
+        return {"loss": loss.detach()}
+
+    stepper = GraphedStep(update, [optimizer]) if graphs else update
+
+    def step():
+        stepper(x)
         torch.cuda.synchronize()
 
-    for _ in range(3):
+    for _ in range(WARMUP_STEPS + 2):  # graphed: the eager warm-up, the capture and a replay
         step()
+    if graphs and stepper.failed:
+        pytest.fail(f"the step could not be captured: {stepper.failed}")
     torch.cuda.reset_peak_memory_stats()
     benchmark.pedantic(step, rounds=10, iterations=1)
     benchmark.extra_info.update(
-        backend=backend, layout=layout, images_per_second=B / benchmark.stats.stats.median,
+        backend=backend, layout=layout, graphs=graphs, images_per_second=B / benchmark.stats.stats.median,
         peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30,
     )
 

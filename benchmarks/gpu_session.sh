@@ -92,15 +92,15 @@ for s in $STEPS; do
         step tests 230 python3 -m pytest tests/test_wavefront.py tests/test_decode_fast.py tests/test_triton_ops.py \
             tests/test_native_ops.py "tests/test_training.py::test_validation_codes_with_the_cdf_tables_a_file_gets[cuda]" -v -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
     tests_cuda)  # only the cases that need the GPU (native CUDA kernels, triton on cuda tensors)
-        step tests_cuda 90 python3 -m pytest tests/test_native_ops.py tests/test_triton_ops.py tests/test_wavefront.py \
-            tests/test_decode_fast.py tests/test_row_streams.py -k "(cuda or gpu or squeeze_folded \
+        step tests_cuda 120 python3 -m pytest tests/test_native_ops.py tests/test_triton_ops.py tests/test_wavefront.py \
+            tests/test_decode_fast.py tests/test_row_streams.py tests/test_training.py -k "(cuda or gpu or squeeze_folded \
             or saturated or exact_and_refuses or aot_eager or tiny_model_matches or registered) and not bf16_on_gpu \
             and not emulated" \
             --deselect tests/test_triton_ops.py::test_compiled_model_on_gpu_matches_eager \
             -v -rs -p no:cacheprovider --timeout 50 --durations=10 ;;
     tests_all)
         step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
-    model) bench_ops model 100 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets
+    model) bench_ops model 160 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets, eager and graphed
     ops_fwd) bench_ops ops_fwd 150 "test_op_forward and not backward and fp32" ;;
     ops_large) bench_ops ops_large 120 "test_op_forward and large" ;;  # the bandwidth target (forward; fwd+bwd)
     ops_decode) bench_ops ops_decode 75 "test_op_forward and not backward and fp32 and decode" ;;  # issue 5's batch-1 shapes
@@ -120,6 +120,11 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
             --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
             --val-every 1000 --ckpt-every 1000
         cp /tmp/train_out/log.jsonl "$LOG/train_log.jsonl" 2>/dev/null
+        # the same run with every step after the third replayed from a CUDA graph
+        step train_graphs 45 python3 -m ainn_fast.cli train /tmp/train -o /tmp/train_graphs_out --config paper -q 3 \
+            --steps 60 --batch-size 8 --patch-size 256 --amp bf16 --channels-last --backend triton --device cuda \
+            --val-every 1000 --ckpt-every 1000 --cuda-graphs
+        cp /tmp/train_graphs_out/log.jsonl "$LOG/train_graphs_log.jsonl" 2>/dev/null
         archive ;;
     finetune)  # issue 6: the shipped lite weights fine-tuned for FINETUNE_SECONDS (default 420), every quality
         # at once; the fp16 weights come back in pieces under $OUT (carry photos/ too: ainn_fast.photos' set)
