@@ -55,3 +55,21 @@ def test_triton_backend_is_available_on_cpu_under_the_interpreter():
         return
     code = "import ainn_fast; print(ainn_fast.available_backends('cpu'))"
     assert run_python(code, "1")[0] in ("['reference', 'triton']", "['reference', 'triton', 'native']")
+
+
+def test_the_readme_ainn_commands_parse():
+    """Every complete ``ainn ...`` command line in the README's code blocks (not the
+    synopses with [options]) is one the command line accepts, so the README cannot drift
+    from the options."""
+    import re
+    import shlex
+
+    from ainn_fast.cli import _build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```sh\n(.*?)^```", readme, flags=re.M | re.S)
+    lines = [ln.split(" #")[0].strip() for block in blocks for ln in block.splitlines()]
+    commands = [shlex.split(ln)[1:] for ln in lines if re.match(r"(\.venv/bin/)?ainn ", ln) and "[" not in ln]
+    assert len(commands) >= 4, commands
+    for argv in commands:
+        _build_parser().parse_args(argv)  # argparse exits (a failure here) on an unknown option
