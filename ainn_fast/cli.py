@@ -61,6 +61,11 @@ def _refine_option(parser: argparse.ArgumentParser) -> None:
         "the same quality, an ordinary file for any decoder, a slower encoder (about 2 s a step for "
         "512x512 on 2 CPU cores; 30 is a good choice; default 0: off)",
     )  # fmt: skip
+    parser.add_argument(
+        "--refine-precision", default="auto", choices=["auto", "fp32", "bf16"],
+        help="precision of the refinement steps' synthesis (default auto: bf16 where this machine runs it "
+        "faster, 1.5x on a Zen 4 CPU with the same gains; the file is chosen in fp32 either way)",
+    )  # fmt: skip
 
 
 def _streams_option(parser: argparse.ArgumentParser) -> None:
@@ -254,7 +259,7 @@ def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object
     steps = _progress("refine", "step") if args.refine else None
     data, _ = codec.encode(
         img, model, args.quality, device, _progress("compress"), refine=args.refine, refine_progress=steps,
-        streams=args.streams,
+        streams=args.streams, refine_precision=args.refine_precision,
     )
     seconds = time.perf_counter() - start
     _write_atomic(output, lambda f: f.write(data), args.force)

@@ -24,6 +24,7 @@ from .errors import FormatError, InputError, ModelMismatchError
 from .inference import prepare_for_decoding, uses_front_graphs
 from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
+from .refinement import PRECISIONS as REFINE_PRECISIONS
 from .refinement import rd_cost, refine_latent
 
 DEFAULT_CONFIG = "lite"
@@ -165,6 +166,7 @@ def encode(
     refine: int = 0,
     refine_progress: Callable | None = None,
     streams: int | None = None,
+    refine_precision: str = "auto",
 ) -> tuple[bytes, torch.Tensor]:
     """Compress; return the file's bytes and the quantized latent y_hat (for checks).
 
@@ -173,7 +175,8 @@ def encode(
 
     ``refine`` > 0 spends that many gradient steps on the latent for this image (see
     :mod:`ainn_fast.refinement`; the file is an ordinary one, kept only where it costs
-    less than the unrefined file by the model's rate-distortion loss).
+    less than the unrefined file by the model's rate-distortion loss);
+    ``refine_precision`` (auto, fp32, bf16) is that of its steps' synthesis.
     ``version=1`` writes the old float, raster-order format, ``version=2`` format 3
     without its scale shift and ``version=3`` format 3: one rANS stream for y (a few bytes
     per row stream smaller than format 4, whose decoder takes a front's positions one at
@@ -196,6 +199,8 @@ def encode(
         raise InputError(f"image is {width}x{height}; each side must be 1..{container.MAX_SIDE}")
     if refine < 0:
         raise InputError(f"refinement steps must be >= 0, got {refine}")
+    if refine_precision not in REFINE_PRECISIONS:
+        raise InputError(f"refinement precision {refine_precision!r}: use one of {', '.join(REFINE_PRECISIONS)}")
     if refine and not q:
         raise InputError("refinement needs the model's quality (its lambda); this model has none")
     if refine and metric == "ms-ssim" and min(width, height) < MS_SSIM_MIN_SIDE:
@@ -222,7 +227,10 @@ def encode(
 
     data, y_hat = pack(y)
     if refine:
-        snapshots = refine_latent(model, x, y, (height, width), refine, progress=refine_progress, snapshots=REFINE_SNAPSHOTS)
+        snapshots = refine_latent(
+            model, x, y, (height, width), refine, progress=refine_progress, snapshots=REFINE_SNAPSHOTS,
+            precision=refine_precision,
+        )
         target = x[..., :height, :width]
 
         def cost(candidate: tuple[bytes, torch.Tensor]) -> float:

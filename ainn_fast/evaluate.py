@@ -183,10 +183,11 @@ def _no_progress(items, label):
 
 def evaluate_ainn(
     images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device=None, progress=_no_progress,
-    description: str = "ainn_fast", refine: int = 0, streams: int | None = None,
+    description: str = "ainn_fast", refine: int = 0, streams: int | None = None, refine_precision: str = "auto",
 ) -> Curve:  # fmt: skip
     """ainn_fast's curve: one setting per (label, model); models are prepared here.
-    ``refine``: the encoder's latent refinement steps, ``streams`` its y streams (codec.encode)."""
+    ``refine``, ``refine_precision``: the encoder's latent refinement steps and their
+    synthesis's precision, ``streams`` its y streams (codec.encode)."""
     from . import codec
     from .inference import prepare_for_decoding
 
@@ -199,7 +200,9 @@ def evaluate_ainn(
             codec.decode(codec.encode(np.zeros((16, 16, 3), np.uint8), model)[0], model)
             yield (
                 label,
-                lambda im, model=model: codec.encode(im.pixels, model, refine=refine, streams=streams)[0],
+                lambda im, model=model: codec.encode(
+                    im.pixels, model, refine=refine, streams=streams, refine_precision=refine_precision
+                )[0],
                 lambda data, model=model: codec.decode(data, model)[0],
             )
 
@@ -383,7 +386,7 @@ def run_command(args) -> None:
             listed = ", ".join(map(str, untrained))
             notes.append(f"no trained weights for quality {listed}: evaluating untrained weights")
     if args.refine:
-        description += f", encoder latent refinement {args.refine} steps"
+        description += f", encoder latent refinement {args.refine} steps ({args.refine_precision} synthesis)"
     if args.streams is not None:
         description += ", one y stream (format 3)" if args.streams == 0 else f", {args.streams} y streams"
     for note in notes:
@@ -394,7 +397,7 @@ def run_command(args) -> None:
     def progress(items, label):
         return tqdm(items, desc=label, unit="img", leave=False, disable=None)
 
-    ours = evaluate_ainn(images, models, device, progress, description, args.refine, args.streams)
+    ours = evaluate_ainn(images, models, device, progress, description, args.refine, args.streams, args.refine_precision)
     curves = [ours] + [evaluate_baseline(images, c, progress=progress) for c in codecs]
     for note in dict.fromkeys(n for c in curves for n in c.notes):
         print(f"ainn: note: {note}", file=sys.stderr)

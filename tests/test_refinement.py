@@ -103,3 +103,48 @@ def test_snapshots_lie_on_one_trajectory(model):
     assert len(snaps) == 3 and torch.equal(snaps[-1], last)  # taking snapshots changes nothing
     moved = [float((s - y).abs().mean()) for s in snaps]
     assert 0 < moved[0] < moved[1] < moved[2]  # after 2, 4 and 6 steps, further each time
+
+
+def test_synthesis_precision_choices(monkeypatch):
+    assert refinement.synthesis_dtype("fp32", "cpu") is None
+    assert refinement.synthesis_dtype("bf16", "cpu") is torch.bfloat16
+    # auto: bf16 exactly where the hardware probe finds it not slower than float32
+    for slow, want in (("slower here", None), (None, torch.bfloat16)):
+        monkeypatch.setattr(refinement, "slow_low_precision", lambda dtype, device, slow=slow: slow)
+        assert refinement.synthesis_dtype("auto", "cpu") is want
+    with pytest.raises(ValueError, match="fp16"):
+        refinement.synthesis_dtype("fp16", "cpu")
+    with pytest.raises(InputError, match="refinement precision 'fp16'"):
+        codec.encode(CROP, None, refine=1, refine_precision="fp16")
+
+
+def test_bf16_synthesis_steps_refine_too_and_keep_the_rate_in_float32(model, monkeypatch):
+    """bf16 steps take another path than float32 ones (the synthesis runs in bf16: its
+    output dtype is seen), still lower the file's real cost, and leave the entropy model
+    in float32."""
+    seen = {}
+    g_s, entropy_latent = model.g_s, model.entropy_latent
+
+    def spy_g_s(y_hat):
+        out = g_s(y_hat)
+        seen.setdefault("g_s", set()).add(out.dtype)
+        return out
+
+    def spy_entropy(*a, **k):
+        y_hat, likelihoods = entropy_latent(*a, **k)
+        seen.setdefault("rate", set()).update(v.dtype for v in likelihoods.values())
+        return y_hat, likelihoods
+
+    monkeypatch.setattr(model, "g_s", spy_g_s)
+    monkeypatch.setattr(model, "entropy_latent", spy_entropy)
+    x = codec.pad_to_stride(torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        y = model.g_a(x)
+    (bf16,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="bf16")
+    assert seen == {"g_s": {torch.bfloat16}, "rate": {torch.float32}}
+    (fp32,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="fp32")
+    assert not torch.equal(bf16, fp32) and torch.isfinite(bf16).all()
+    monkeypatch.undo()
+    plain, _ = codec.encode(CROP, model)
+    refined, _ = codec.encode(CROP, model, refine=8, refine_precision="bf16")
+    assert file_cost(refined, CROP, model) < 0.99 * file_cost(plain, CROP, model)
