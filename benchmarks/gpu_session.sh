@@ -20,6 +20,8 @@
 # parameter kernel and the four entropy paths (decode times them all; profile splits a
 # decode into its parts), the whole model again (model) and the host time per op call
 # (host) since the fused ops' host paths were cut (C++ autograd, Triton's eager path),
+# the training step replayed from a CUDA graph (tests_cuda: graphed == eager; model: its
+# time per backend, eager and graphed; train: a graphed paper run beside the eager one),
 # the bandwidth target (ops_large), the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
 # second machine may not be lent. Not in the default order: finetune (issue 6), the
 # shipped weights trained for FINETUNE_SECONDS at GPU speed, in a call of its own with
