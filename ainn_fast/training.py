@@ -146,6 +146,15 @@ def _check_numbers(cfg: TrainConfig) -> None:
             raise InputError(message)
 
 
+def uncapturable(cfg: TrainConfig) -> str | None:
+    """Why this run's step cannot be captured as a CUDA graph, or None."""
+    if cfg.metric == "ms-ssim":
+        # pytorch_msssim copies its Gaussian window and scale weights from host memory in
+        # every call, which a capture cannot hold.
+        return "MS-SSIM steps cannot be captured (pytorch_msssim copies data from the host in every call)"
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         _check_numbers(cfg)
@@ -206,7 +215,11 @@ class Trainer:
                 self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
             )
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
-        self.graphed = GraphedStep(self._update, [self.optimizer, self.aux_optimizer]) if cfg.cuda_graphs else None
+        self.graphed = None
+        if cfg.cuda_graphs and uncapturable(cfg):
+            warnings.warn(f"--cuda-graphs: {uncapturable(cfg)}; training runs eagerly", RuntimeWarning, stacklevel=2)
+        elif cfg.cuda_graphs:
+            self.graphed = GraphedStep(self._update, [self.optimizer, self.aux_optimizer])
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, name: str = "last", with_state: bool = True) -> None:

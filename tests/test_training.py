@@ -18,7 +18,7 @@ from ainn_fast import use_backend
 from ainn_fast.cli import main
 from ainn_fast.checkpoint import is_derived
 from ainn_fast.losses import lambda_for
-from ainn_fast.training import TrainConfig, Trainer, step_seed
+from ainn_fast.training import TrainConfig, Trainer, step_seed, uncapturable
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +245,29 @@ def test_the_training_step_reads_nothing_back_to_the_host(photo_dirs, tmp_path, 
         losses = trainer._update(x.contiguous(memory_format=torch.channels_last))
     assert mode.seen == [] and all(torch.isfinite(v) for v in losses.values())
     assert not mode.paused and trainer.optimizer.state  # the optimizers did step
+
+
+def test_ms_ssim_steps_are_not_captured_and_say_why(photo_dirs, tmp_path):
+    """pytorch_msssim makes tensors from host data in every call (seen on the CPU with
+    the dispatch-mode check above): a capture would fail, so the trainer does not try."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ainn_fast.losses import RateDistortionLoss
+
+    made = []
+
+    class HostData(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ == "lift_fresh":
+                made.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x = torch.rand(1, 3, 192, 192)
+    with HostData():
+        RateDistortionLoss(1.0, "ms-ssim").with_rate(torch.zeros(()), x, x.flip(-1))
+    assert made  # the reason; if pytorch_msssim stops doing this, graphs can be allowed
+    assert "MS-SSIM" in uncapturable(config(photo_dirs, tmp_path, metric="ms-ssim"))
+    assert uncapturable(config(photo_dirs, tmp_path)) is None
 
 
 def test_graphed_step_refuses_a_cpu_batch():
