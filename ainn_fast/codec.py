@@ -24,8 +24,7 @@ from .errors import FormatError, InputError, ModelMismatchError
 from .inference import prepare_for_decoding, uses_front_graphs
 from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
-from .refinement import PRECISIONS as REFINE_PRECISIONS
-from .refinement import rd_cost, refine_latent
+from .refinement import PRECISIONS as REFINE_PRECISIONS, rd_cost, refine_latent
 
 DEFAULT_CONFIG = "lite"
 DEFAULT_QUALITY = 3

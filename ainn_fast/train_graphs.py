@@ -79,6 +79,8 @@ class GraphedStep:
                 self.graph = None  # capture again with the new rate (or shape)
             if self.graph is None and self.eager_steps >= WARMUP_STEPS:
                 self._capture(x)
+                if self.failed is not None:  # eager from now on, off the stream that failed to capture
+                    return self.update(x)
             if self.graph is not None:
                 self.static_x.copy_(x)
                 self.graph.replay()
