@@ -24,7 +24,7 @@ from .errors import FormatError, InputError, ModelMismatchError
 from .inference import prepare_for_decoding, uses_front_graphs
 from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
-from .refinement import PRECISIONS as REFINE_PRECISIONS, rd_cost, refine_latent
+from .refinement import PRECISIONS as REFINE_PRECISIONS, rd_cost, refine_latent, synthesis_dtype
 
 DEFAULT_CONFIG = "lite"
 DEFAULT_QUALITY = 3
@@ -41,8 +41,10 @@ DECODE_BYTES_PER_PIXEL = {"tiny": 1024, "lite": 1024, "paper": 1792}
 ENCODE_BYTES_PER_PIXEL = 512
 GPU_BYTES_PER_PIXEL = 2560
 # The same for encoding with latent refinement, whose backward pass keeps the synthesis's
-# activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768), with margin.
+# activations: 4.2-4.4 KiB measured (lite, CPU, 512x512 and 1024x768), with margin; with
+# the synthesis in bf16 (refinement.synthesis_dtype) 2.1-2.4 KiB (512x512 to 2048x1536).
 REFINE_BYTES_PER_PIXEL = 6144
+REFINE_BF16_BYTES_PER_PIXEL = 3584
 # Refined latents whose files the encoder measures (after each third of the steps): each
 # costs a coding pass and a synthesis, a few steps' time.
 REFINE_SNAPSHOTS = 3
@@ -110,10 +112,13 @@ def _identity(model: AINN) -> tuple[str, int, str, bytes]:
     return model.config.name, int(getattr(model, "quality", 0) or 0), getattr(model, "metric", "mse"), model._ainn_hash
 
 
-def bytes_per_pixel(config: str, device: torch.device, decoding: bool, refine: bool = False) -> int:
-    """The memory estimate :func:`check_memory` uses for coding with model ``config``."""
+def bytes_per_pixel(
+    config: str, device: torch.device, decoding: bool, refine: bool = False, refine_bf16: bool = False
+) -> int:
+    """The memory estimate :func:`check_memory` uses for coding with model ``config``
+    (``refine_bf16``: the refinement's synthesis runs in bf16)."""
     if refine:
-        return REFINE_BYTES_PER_PIXEL
+        return REFINE_BF16_BYTES_PER_PIXEL if refine_bf16 else REFINE_BYTES_PER_PIXEL
     if device.type != "cpu":
         return GPU_BYTES_PER_PIXEL
     return DECODE_BYTES_PER_PIXEL.get(config, GPU_BYTES_PER_PIXEL) if decoding else ENCODE_BYTES_PER_PIXEL
@@ -204,7 +209,8 @@ def encode(
         raise InputError("refinement needs the model's quality (its lambda); this model has none")
     if refine and metric == "ms-ssim" and min(width, height) < MS_SSIM_MIN_SIDE:
         raise InputError(f"refinement of an MS-SSIM model needs at least {MS_SSIM_MIN_SIDE} px a side")
-    check_memory(width, height, dev, bytes_per_pixel(model.config.name, dev, decoding=False, refine=bool(refine)))
+    bf16 = bool(refine) and synthesis_dtype(refine_precision, dev) == torch.bfloat16
+    check_memory(width, height, dev, bytes_per_pixel(model.config.name, dev, False, bool(refine), bf16))
     x = pad_to_stride(prepared.rgb.to(dev))
     with torch.no_grad():
         y = model.g_a(x)

@@ -180,6 +180,20 @@ def test_absurd_sizes_are_refused_before_allocating(tiny_codec_model, monkeypatc
         codec.decompress(forged, tiny_codec_model)
 
 
+def test_refinement_memory_estimate_follows_its_precision(tiny_codec_model, monkeypatch):
+    """A bf16 refinement keeps half the activations (2.1-2.4 KiB a pixel measured against
+    4.1-4.4 in float32): its estimate is lower, and the check uses the one that applies."""
+    cpu = torch.device("cpu")
+    fp32 = codec.bytes_per_pixel("lite", cpu, False, refine=True)
+    bf16 = codec.bytes_per_pixel("lite", cpu, False, refine=True, refine_bf16=True)
+    assert 2.4 * 1024 < bf16 < fp32 and fp32 > 4.4 * 1024
+    asked = []
+    monkeypatch.setattr(codec, "check_memory", lambda w, h, dev, per_pixel: asked.append(per_pixel))
+    for precision in ("fp32", "bf16"):
+        codec.encode(photo("coffee", (64, 64)), tiny_codec_model, refine=1, refine_precision=precision)
+    assert asked == [fp32, bf16]
+
+
 def test_default_model_is_loaded_once_for_codec_calls_and_never_shared(monkeypatch):
     # Loading and preparing the default model cost about as much as decoding a small photo;
     # codec's own calls reuse one, but resolve_model hands each caller a model of its own
