@@ -216,10 +216,12 @@ class Trainer:
             )
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         self.graphed = None
-        if cfg.cuda_graphs and uncapturable(cfg):
-            warnings.warn(f"--cuda-graphs: {uncapturable(cfg)}; training runs eagerly", RuntimeWarning, stacklevel=2)
-        elif cfg.cuda_graphs:
-            self.graphed = GraphedStep(self._update, [self.optimizer, self.aux_optimizer])
+        if cfg.cuda_graphs:
+            reason = uncapturable(cfg)
+            if reason:
+                warnings.warn(f"--cuda-graphs: {reason}; training runs eagerly", RuntimeWarning, stacklevel=2)
+            else:
+                self.graphed = GraphedStep(self._update, [self.optimizer, self.aux_optimizer])
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, name: str = "last", with_state: bool = True) -> None:
