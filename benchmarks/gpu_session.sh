@@ -19,7 +19,8 @@
 # default order: the GPU tests of the fixes since (tests_cuda), the rewritten fused
 # parameter kernel and the four entropy paths (decode times them all; profile splits a
 # decode into its parts), the whole model again (model) and the host time per op call
-# (host) since the fused ops' host paths were cut (C++ autograd, Triton's eager path),
+# (host) since the fused ops' host paths were cut (C++ autograd, Triton's eager path), where each
+# backend's training step spends its GPU time against its wall time (profile_step),
 # the training step replayed from a CUDA graph (tests_cuda: graphed == eager; model: its
 # time per backend, eager and graphed; train: a graphed paper run beside the eager one),
 # the bandwidth target (ops_large), the backward ops (ops_bwd), lite and bf16 decode. Put the steps that matter first: a
@@ -31,7 +32,7 @@
 set -u
 LOG=${1:-benchmarks/results/gpu}
 [ $# -gt 0 ] && shift
-STEPS=${*:-build tests_cuda decode profile model host decode_streams ops_large ops_bwd decode_more}
+STEPS=${*:-build tests_cuda decode profile model profile_step host decode_streams ops_large ops_bwd decode_more}
 mkdir -p "$LOG"
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl || exit 1
 # A source checkout: the Triton kernels are installed as ainn_fast.kernels by setup.py;
@@ -103,6 +104,8 @@ for s in $STEPS; do
     tests_all)
         step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
     model) bench_ops model 160 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets, eager and graphed
+    profile_step)  # issue 4: why a backend's training step takes what it does (kernel time by kind against wall time)
+        step profile_step 120 python3 benchmarks/profile_step.py --config paper --backends reference triton native ;;
     ops_fwd) bench_ops ops_fwd 150 "test_op_forward and not backward and fp32" ;;
     ops_large) bench_ops ops_large 120 "test_op_forward and large" ;;  # the bandwidth target (forward; fwd+bwd)
     ops_decode) bench_ops ops_decode 75 "test_op_forward and not backward and fp32 and decode" ;;  # issue 5's batch-1 shapes
@@ -137,7 +140,7 @@ for n in ('astronaut', 'chelsea', 'coffee', 'rocket', 'immunohistochemistry'):
     decode_pytest)
         step decode_pytest 200 python3 -m pytest benchmarks/bench_decode.py -q -p no:cacheprovider \
             --benchmark-json "$LOG/decode_pytest_$TAG.json" ;;
-    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model host ops_fwd ops_fwd_bf16 ops_bwd train finetune refine decode_pytest)" >&2; exit 2 ;;
+    *) echo "unknown step $s (build decode profile decode_streams decode_more tests tests_cuda tests_all ops_large ops_decode model profile_step host ops_fwd ops_fwd_bf16 ops_bwd train finetune refine decode_pytest)" >&2; exit 2 ;;
     esac
 done
 ls -l "$LOG"
