@@ -104,8 +104,9 @@ for s in $STEPS; do
     tests_all)
         step tests_all 580 python3 -m pytest tests -q -rs -p no:cacheprovider --timeout 120 --durations=20 ;;
     model) bench_ops model 160 "training_step or synthesis or analysis" ;;   # issue 4's whole-model targets, eager and graphed
-    profile_step)  # issue 4: why a backend's training step takes what it does (kernel time by kind against wall time)
-        step profile_step 120 python3 benchmarks/profile_step.py --config paper --backends reference triton native ;;
+    profile_step)  # issue 4: why a backend's training step and synthesis take what they do (kernel time by kind, wall time)
+        step profile_step 150 sh -c "python3 benchmarks/profile_step.py --config paper; \
+            python3 benchmarks/profile_step.py --part synthesis --config paper --steps 10" ;;
     ops_fwd) bench_ops ops_fwd 150 "test_op_forward and not backward and fp32" ;;
     ops_large) bench_ops ops_large 120 "test_op_forward and large" ;;  # the bandwidth target (forward; fwd+bwd)
     ops_decode) bench_ops ops_decode 75 "test_op_forward and not backward and fp32 and decode" ;;  # issue 5's batch-1 shapes

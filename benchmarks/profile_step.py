@@ -1,12 +1,13 @@
-"""Where a training step spends its time, per backend: the step of ``ainn train`` itself
-(``Trainer``: forward, RD loss, backward, clipping, both optimizers) timed on the wall
-clock, then profiled, its device time split by what the kernels do (convolutions, layout
+"""Where a training step (or the synthesis) spends its time, per backend: the step of
+``ainn train`` itself (``Trainer``: forward, RD loss, backward, clipping, both optimizers),
+or with ``--part synthesis`` g_s of one 768x512 image's latent, timed on the wall clock,
+then profiled, its device time split by what the kernels do (convolutions, layout
 copies, BatchNorm, the fused ainn_fast ops, optimizer, other elementwise work) and set
 against the wall time: a step whose kernels add up to far less than its wall time waits
 on the host. Not a benchmark suite (bench_ops.py's training step is); a tool for finding
 why a backend's step is as fast as it is:
 
-    python benchmarks/profile_step.py [--config paper] [--backends reference triton native]
+    python benchmarks/profile_step.py [--part step|synthesis] [--config paper] [--backends reference triton native]
         [--batch-size 8] [--patch-size 256] [--amp bf16] [--no-channels-last] [--cuda-graphs]
 
 On a CPU (``--device cpu``, a dry run) the same split is of the aten ops' own CPU time.
@@ -20,12 +21,13 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ainn_fast import bench
+from ainn_fast import bench, use_backend, zoo
 from ainn_fast.train_graphs import WARMUP_STEPS
 from ainn_fast.training import TrainConfig, Trainer
 
@@ -91,22 +93,38 @@ def trainer(args: argparse.Namespace, backend: str, data: Path, out: Path) -> Tr
     ))  # fmt: skip
 
 
+def synthesis(args: argparse.Namespace, backend: str) -> Callable[[], object]:
+    """g_s of one 768x512 image's latent, as bench_ops.py's synthesis case runs it."""
+    device = torch.device(args.device)
+    model = zoo.ainn(args.quality, config=args.config).to(device).eval()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    y_hat = torch.randn(1, model.M, 512 // 16, 768 // 16, device=device).round()  # y: a 16th of the image
+    y_hat = y_hat.contiguous(memory_format=fmt)
+
+    def run() -> None:
+        with use_backend(backend), torch.no_grad():
+            model.g_s(y_hat)
+
+    return run
+
+
 def profile_backend(args: argparse.Namespace, backend: str, data: Path, out: Path) -> dict:
     device = torch.device(args.device)
-    t = trainer(args, backend, data, out)
-    for _ in range(WARMUP_STEPS + 2):  # graphed: the eager steps, the capture and a replay
-        t.train_step()
+    run = trainer(args, backend, data, out).train_step if args.part == "step" else synthesis(args, backend)
+    for _ in range(WARMUP_STEPS + 2):  # a graphed step: the eager steps, the capture and a replay
+        run()
     bench._sync(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        t.train_step()  # reads its losses back: one sync a step, as a training run has
+        run()  # a training step reads its losses back: one sync a step, as a training run has
     bench._sync(device)
     wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         for _ in range(args.steps):
-            t.train_step()
+            run()
         bench._sync(device)
         profiled_ms = (time.perf_counter() - start) * 1e3 / args.steps
     by_category, rows, count = split(prof, device, args.steps)
@@ -135,6 +153,7 @@ def report(backend: str, result: dict, device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", default="step", choices=["step", "synthesis"], help="a training step, or g_s alone")
     p.add_argument("--config", default="paper")
     p.add_argument("--quality", type=int, default=6)
     p.add_argument("--backends", nargs="+", default=["reference", "triton", "native"])
@@ -154,8 +173,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         data.mkdir()
         bench.photo(768, 512).save(data / "astronaut.png")
         print(
-            f"{args.config} q{args.quality}, batch {args.batch_size} x {args.patch_size}x{args.patch_size}, "
-            f"amp {args.amp}, channels_last {args.channels_last}, cuda_graphs {args.cuda_graphs}, {device}"
+            (
+                f"training step, {args.config} q{args.quality}, batch {args.batch_size} x {args.patch_size}x"
+                f"{args.patch_size}, amp {args.amp}, cuda_graphs {args.cuda_graphs}"
+                if args.part == "step"
+                else f"synthesis of a 768x512 latent, {args.config} q{args.quality}, float32"
+            )
+            + f", channels_last {args.channels_last}, {device}"
             + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         )
         for backend in args.backends:

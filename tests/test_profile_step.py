@@ -54,3 +54,14 @@ def test_cpu_dry_run_splits_a_real_step(capsys):
     assert max(split, key=split.get) == "convolution and GEMM"
     assert result["count"] > 1000 and result["wall_ms"] > 0
     assert "== reference:" in capsys.readouterr().out
+
+
+def test_cpu_dry_run_of_the_synthesis():
+    result = profile_step.main(
+        ["--device", "cpu", "--part", "synthesis", "--config", "tiny", "--quality", "1", "--backends", "native",
+         "--steps", "1", "--top", "100"]
+    )["native"]  # fmt: skip
+    split = result["by_category"]
+    assert max(split, key=split.get) == "convolution and GEMM"
+    assert split["fused ainn_fast ops"] > 0  # the native backend's inverse couplings and squeezes
+    assert sum(split.values()) == pytest.approx(sum(ms for _, ms, _ in result["top"]), rel=0.05)
