@@ -14,6 +14,7 @@ same image as the outside baseline.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -275,7 +276,7 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_command(args) -> None:
+def run_command(args: argparse.Namespace) -> None:
     from .cli import _check_output, _device, _write_atomic
 
     try:

@@ -16,7 +16,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from . import allocator
 from .errors import AinnError, InputError
@@ -25,7 +25,7 @@ OUTPUT_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse would print usage too)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse would print usage too)
         raise AinnError(f"{message} (see ainn {self.prog.split()[-1]} --help)" if " " in self.prog else message)
 
 
@@ -82,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp, model_options: bool = True):
+    def common(sp: argparse.ArgumentParser, model_options: bool = True) -> None:
         sp.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
         if model_options:
@@ -266,7 +266,7 @@ def _compress(args, input_path: str, output: Path) -> tuple[bytes, float, object
     return data, seconds, img
 
 
-def cmd_compress(args) -> None:
+def cmd_compress(args: argparse.Namespace) -> None:
     output = _check_output(args.output or str(Path(args.input).with_suffix(".ainn")), args.force)
     data, seconds, img = _compress(args, args.input, output)
     w, h = img.size
@@ -298,7 +298,7 @@ def _decompress(args, data: bytes, output: Path):
     return img, seconds
 
 
-def cmd_decompress(args) -> None:
+def cmd_decompress(args: argparse.Namespace) -> None:
     output = _check_output(args.output or str(Path(args.input).with_suffix(".png")), args.force)
     from .image_io import read_bytes
 
@@ -306,7 +306,7 @@ def cmd_decompress(args) -> None:
     print(f"{output}: {img.size[0]}x{img.size[1]} {img.mode}, {seconds:.2f} s")
 
 
-def cmd_info(args) -> None:
+def cmd_info(args: argparse.Namespace) -> None:
     from . import container
     from .image_io import read_bytes
 
@@ -327,7 +327,7 @@ def cmd_info(args) -> None:
     print(f"bpp:      {8 * len(data) / (h.width * h.height):.4f}")
 
 
-def cmd_demo(args) -> None:
+def cmd_demo(args: argparse.Namespace) -> None:
     import numpy as np
 
     if args.input is None:
@@ -357,19 +357,19 @@ def cmd_demo(args) -> None:
     print(f"time:       compress {enc_s:.2f} s, decompress {dec_s:.2f} s ({args.device})")
 
 
-def cmd_eval(args) -> None:
+def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import run_command
 
     run_command(args)
 
 
-def cmd_bench(args) -> None:
+def cmd_bench(args: argparse.Namespace) -> None:
     from .bench import run_command
 
     run_command(args)
 
 
-def cmd_train(args) -> None:
+def cmd_train(args: argparse.Namespace) -> None:
     from .training import TrainConfig, train
 
     _device(args.device.split(":")[0] if args.device.startswith("cuda") else args.device)

@@ -161,10 +161,10 @@ def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
 
 
 def encode(
-    image,
+    image: image_io.ImageLike,
     model: AINN | None = None,
     quality: int | None = None,
-    device=None,
+    device: str | torch.device | None = None,
     progress: Callable | None = None,
     version: int = container.VERSION,
     refine: int = 0,
@@ -247,7 +247,7 @@ def encode(
     return data, y_hat
 
 
-def resolve_model(header: container.Header, model: AINN | None = None, device=None, *, _shared: bool = False) -> AINN:
+def resolve_model(header: container.Header, model: AINN | None = None, device: str | torch.device | None = None, *, _shared: bool = False) -> AINN:
     """The model that decodes ``header``: the one given, else the default it names (a
     model of the caller's own; this module's decoders pass ``_shared`` to reuse one)."""
     if model is None:
@@ -285,7 +285,9 @@ def _file_bytes(data) -> bytes:
     return bytes(data)
 
 
-def decode(data: bytes, model: AINN | None = None, device=None, progress: Callable | None = None):
+def decode(
+    data: bytes, model: AINN | None = None, device: str | torch.device | None = None, progress: Callable | None = None
+) -> tuple[Image.Image, torch.Tensor]:
     """Decompress; return the image and the decoded latent y_hat."""
     c = container.unpack(_file_bytes(data))
     h = c.header
@@ -319,7 +321,9 @@ def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
     return image_io.restore(x_hat, c.header.mode, c.alpha, c.palette)
 
 
-def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> list[tuple]:
+def decode_batch(
+    files: list[bytes], model: AINN | None = None, device: str | torch.device | None = None
+) -> list[tuple[Image.Image, torch.Tensor]]:
     """Decode several format 2 to 4 files of one model together (one wavefront pass for all the
     latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
     parsed = [container.unpack(_file_bytes(data)) for data in files]
@@ -340,11 +344,13 @@ def decode_batch(files: list[bytes], model: AINN | None = None, device=None) -> 
     return [(_synthesize(model, y_hat, c), y_hat) for y_hat, c in zip(y_hats, parsed)]
 
 
-def compress(image, model: AINN | None = None, quality: int | None = None, device=None) -> bytes:
+def compress(
+    image: image_io.ImageLike, model: AINN | None = None, quality: int | None = None, device: str | torch.device | None = None
+) -> bytes:
     """A whole .ainn file for ``image`` (PIL image, uint8 array or float tensor)."""
     return encode(image, model, quality, device)[0]
 
 
-def decompress(data: bytes, model: AINN | None = None, device=None) -> Image.Image:
+def decompress(data: bytes, model: AINN | None = None, device: str | torch.device | None = None) -> Image.Image:
     """The image of a whole .ainn file."""
     return decode(data, model, device)[0]

@@ -38,6 +38,7 @@ from .errors import FormatError, OptionError
 from .fixed_point import ACT_MAX, CONTEXT_KERNEL, UNIT, FixedPointEntropy, fixed_point
 from .front_steps import PaddedEncodeFronts, PaddedFronts
 from .row_streams import guard, host_tables
+from .models import AINN
 
 KERNEL = CONTEXT_KERNEL
 PAD = KERNEL // 2
@@ -117,7 +118,7 @@ def _symbol_bits(fp: FixedPointEntropy, model) -> tuple[torch.Tensor, torch.Tens
 
 
 def shift_costs(
-    fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, shifts: Sequence[int], per_channel: bool = False
+    fp: FixedPointEntropy, model: AINN, q: torch.Tensor, scale: torch.Tensor, shifts: Sequence[int], per_channel: bool = False
 ) -> torch.Tensor:
     """Estimated bits of the y stream (within the coder's few bytes of flush) for each
     scale shift of ``shifts``, of symbols ``q`` with integer scales ``scale`` (flat, in
@@ -150,7 +151,7 @@ def shift_costs(
 
 
 def choose_scale_shift(
-    fp: FixedPointEntropy, model, q: torch.Tensor, scale: torch.Tensor, per_channel: bool = True
+    fp: FixedPointEntropy, model: AINN, q: torch.Tensor, scale: torch.Tensor, per_channel: bool = True
 ) -> int | tuple[int, ...]:
     """The encoder's pick of a file's scale shift: the one of -SHIFT_SEARCH..SHIFT_SEARCH
     with the smallest estimated stream (ties to the smaller), or, when that with the side
@@ -345,7 +346,7 @@ def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def quantize_latents(
-    model, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False, fused: bool | None = None
+    model: AINN, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False, fused: bool | None = None
 ) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
     strings, y_hat, and for each image its symbols and integer scales in stream order.
@@ -384,7 +385,7 @@ def quantize_latents(
     return z_strings, torch.cat(_latent(y_pad, sizes)), coded
 
 
-def rans_encode(model, q: torch.Tensor, index: torch.Tensor, native: bool | None = None) -> bytes:
+def rans_encode(model: AINN, q: torch.Tensor, index: torch.Tensor, native: bool | None = None) -> bytes:
     """One y stream (formats 2 and 3) of symbols ``q`` with table rows ``index``, in stream
     order: format 4's coder with a single stream (``native`` as row_streams.encode's)."""
     q, index = q.reshape(-1, model.M), index.reshape(-1, model.M)
@@ -392,7 +393,7 @@ def rans_encode(model, q: torch.Tensor, index: torch.Tensor, native: bool | None
 
 
 def encode_latents(
-    model, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None,
+    model: AINN, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None,
     padded_fronts: bool = False, streams: int | None = 0,
 ) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int | tuple[int, ...]]]:
     """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
@@ -428,7 +429,7 @@ def encode_latents(
 
 @torch.no_grad()
 def decode_latents(
-    model,
+    model: AINN,
     y_strings: Sequence[bytes | Sequence[bytes]],
     z_strings: Sequence[bytes],
     latent_sizes: Sequence[tuple[int, int]],
@@ -519,7 +520,7 @@ def decode_latents(
 
 @torch.no_grad()
 def decode_latents_serial(
-    model, y_string: bytes | Sequence[bytes], z_string: bytes, latent_size: tuple[int, int],
+    model: AINN, y_string: bytes | Sequence[bytes], z_string: bytes, latent_size: tuple[int, int],
     scale_shift: int | tuple[int, ...] = 0,
 ) -> torch.Tensor:
     """The reference decoder of formats 2 to 4: one position at a time in coding order,
@@ -569,7 +570,7 @@ def _masked_weight(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents_v1(model, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tensor]:
+def encode_latents_v1(model: AINN, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tensor]:
     """Format 1: code one latent y (1, M, h, w). Returns (y_string, z_string, y_hat)."""
     z = model.h_a(y)
     z_string = model.entropy_bottleneck.compress(z)[0]
@@ -592,7 +593,7 @@ def encode_latents_v1(model, y: torch.Tensor) -> tuple[bytes, bytes, torch.Tenso
 
 
 @torch.no_grad()
-def decode_latents_v1(model, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
+def decode_latents_v1(model: AINN, y_string: bytes, z_string: bytes, latent_size: tuple[int, int]) -> torch.Tensor:
     """Invert :func:`encode_latents_v1`: y_hat (1, M, h, w)."""
     height, width = latent_size
     device = next(model.parameters()).device

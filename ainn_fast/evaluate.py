@@ -18,6 +18,7 @@ says so.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -182,7 +183,7 @@ def _no_progress(items, label):
 
 
 def evaluate_ainn(
-    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device=None, progress=_no_progress,
+    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device: str | torch.device | None = None, progress: Callable = _no_progress,
     description: str = "ainn_fast", refine: int = 0, streams: int | None = None, refine_precision: str = "auto",
 ) -> Curve:  # fmt: skip
     """ainn_fast's curve: one setting per (label, model); models are prepared here.
@@ -211,7 +212,7 @@ def evaluate_ainn(
 
 
 def evaluate_baseline(
-    images: list[TestImage], codec: baselines.Codec, qualities: Sequence[int] | None = None, progress=_no_progress
+    images: list[TestImage], codec: baselines.Codec, qualities: Sequence[int] | None = None, progress: Callable = _no_progress
 ) -> Curve:
     """A classic codec's curve over its quality ladder (or the qualities given)."""
     if codec.unavailable:
@@ -351,7 +352,7 @@ def parse_baselines(text: str | None) -> tuple[list[baselines.Codec], dict[str, 
     return codecs, skipped
 
 
-def run_command(args) -> None:
+def run_command(args: argparse.Namespace) -> None:
     """``ainn eval``: see the module docstring and ``ainn eval --help``."""
     import sys
 

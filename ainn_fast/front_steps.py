@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from .fixed_point import ACT_MAX, UNIT, FixedPointEntropy
+from .row_streams import NativeDecoders
 
 
 class PaddedFronts:
@@ -132,7 +133,7 @@ class PaddedFronts:
         self.q[: len(q)].copy_(q)
         self._run(1)
 
-    def decode_all(self, decoders, stream_rows: torch.Tensor) -> None:
+    def decode_all(self, decoders: NativeDecoders, stream_rows: torch.Tensor) -> None:
         """Every step, its symbols decoded on the device by ``decoders``
         (row_streams.NativeDecoders) from the streams ``stream_rows`` (steps, P) names for
         each padded row (-1: none): no step waits for the host. On a GPU the whole loop is

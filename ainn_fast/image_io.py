@@ -26,6 +26,8 @@ from .errors import FormatError, InputError
 
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 CONVERTED = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "PA": "RGBA"}
+# What the codec's functions accept as an image (see to_pil).
+ImageLike = Image.Image | np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -37,7 +39,7 @@ class PreparedImage:
     notes: list[str] = field(default_factory=list)
 
 
-def to_pil(image) -> Image.Image:
+def to_pil(image: ImageLike) -> Image.Image:
     """Accept a PIL image, a uint8 array (H, W[, 3|4]) or a float tensor ([1,] 3, H, W) in [0, 1]."""
     if isinstance(image, Image.Image):
         return image
@@ -113,7 +115,7 @@ def _eight_bit(img: Image.Image) -> Image.Image | None:
     return Image.fromarray(((arr + 128) // 257).astype(np.uint8), "L")
 
 
-def prepare(image) -> PreparedImage:
+def prepare(image: ImageLike) -> PreparedImage:
     img = _upright(to_pil(image))
     notes: list[str] = []
     mode = img.mode

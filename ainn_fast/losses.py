@@ -49,7 +49,7 @@ class RateDistortionLoss(nn.Module):
         n, _, h, w = target.shape
         return self.with_rate(bpp(output["likelihoods"], n * h * w), output["x_hat"], target)
 
-    def with_rate(self, rate, x_hat: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def with_rate(self, rate: torch.Tensor | float, x_hat: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The same loss for a rate known otherwise (bits per pixel of a real file)."""
         out = {"bpp_loss": rate if torch.is_tensor(rate) else torch.tensor(rate)}
         if self.metric == "mse":

@@ -30,6 +30,7 @@ import torch
 
 from .hardware import slow_low_precision
 from .losses import RateDistortionLoss, bpp, lambda_for
+from .models import AINN
 
 DEFAULT_LR = 0.02  # Adam on y, the first step's; cosine decay to 0 over the steps
 # As in the shipped weights' training: y_hat's means near a file's. Against 4 passes, 8 %
@@ -52,13 +53,13 @@ def synthesis_dtype(precision: str, device: torch.device | str) -> torch.dtype |
     return None
 
 
-def rd_loss(model) -> RateDistortionLoss:
+def rd_loss(model: AINN) -> RateDistortionLoss:
     """The loss the model was trained for (its quality and metric)."""
     return RateDistortionLoss(lambda_for(int(model.quality), model.metric), model.metric)
 
 
 def refine_latent(
-    model,
+    model: AINN,
     x: torch.Tensor,
     y: torch.Tensor,
     size: tuple[int, int],
@@ -122,7 +123,7 @@ def refine_latent(
     return taken
 
 
-def rd_cost(model, payload_bytes: int, x_hat: torch.Tensor, x: torch.Tensor) -> float:
+def rd_cost(model: AINN, payload_bytes: int, x_hat: torch.Tensor, x: torch.Tensor) -> float:
     """J of a real file: its payload's bits per pixel and the distortion of the 8-bit
     reconstruction ``x_hat`` against ``x`` (both (1, 3, height, width) in [0, 1])."""
     n, _, height, width = x.shape

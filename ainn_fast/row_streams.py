@@ -27,6 +27,7 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 
 from .errors import FormatError
 from .fixed_point import ACT_MAX, UNIT
+from .models import AINN
 
 MAX_STREAMS = 255
 MIN_STREAM_BYTES = 8  # the coder's flush: the final 64-bit state
@@ -92,7 +93,7 @@ def unpack(payload: bytes) -> list[bytes]:
     return streams
 
 
-def host_tables(model) -> tuple[list, list, list]:
+def host_tables(model: AINN) -> tuple[list, list, list]:
     """The model's CDF tables as CompressAI's coder takes them: Python lists, each row
     trimmed to its used length (the coder reads no further, and the bindings convert
     every row passed on every call)."""
@@ -110,7 +111,7 @@ def split_by_stream(rows: torch.Tensor, count: int) -> list[torch.Tensor]:
 
 
 def encode(
-    model, q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int, native: bool | None = None
+    model: AINN, q: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, count: int, native: bool | None = None
 ) -> list[bytes]:
     """K streams of symbols ``q`` with table rows ``index`` (both (positions, M), in coding
     order), position p going to stream rows[p] mod K: all at once by ``native_rans_encode``
@@ -284,7 +285,7 @@ def native_available(device: torch.device) -> bool:
     return native.probe(device.type) is None and hasattr(torch.ops.ainn_fast, "native_rans_decode")
 
 
-def device_tables(model, device: torch.device) -> DeviceTables:
+def device_tables(model: AINN, device: torch.device) -> DeviceTables:
     """The model's :class:`DeviceTables` on ``device``, converted once per model and device."""
     cache = model.__dict__.setdefault("_ainn_device_tables", {})
     key = (getattr(model, "_ainn_hash", None), str(device))
@@ -294,7 +295,7 @@ def device_tables(model, device: torch.device) -> DeviceTables:
     return cache[key]
 
 
-def device_decoders(model, streams: Sequence[bytes], device: torch.device) -> NativeDecoders:
+def device_decoders(model: AINN, streams: Sequence[bytes], device: torch.device) -> NativeDecoders:
     """:class:`NativeDecoders` of ``streams`` (all images' streams, numbered in order) on
     ``device``, with the model's tables there."""
     return NativeDecoders(streams, device_tables(model, device))

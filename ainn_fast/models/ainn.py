@@ -194,7 +194,7 @@ class AINN(CompressionModel):
         self._serial_only()
         return JointAutoregressiveHierarchicalPriors.compress(self, x)
 
-    def decompress(self, strings: list, shape) -> dict:
+    def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
         self._serial_only()
         return JointAutoregressiveHierarchicalPriors.decompress(self, strings, shape)
 
