@@ -247,7 +247,9 @@ def encode(
     return data, y_hat
 
 
-def resolve_model(header: container.Header, model: AINN | None = None, device: str | torch.device | None = None, *, _shared: bool = False) -> AINN:
+def resolve_model(
+    header: container.Header, model: AINN | None = None, device: str | torch.device | None = None, *, _shared: bool = False
+) -> AINN:
     """The model that decodes ``header``: the one given, else the default it names (a
     model of the caller's own; this module's decoders pass ``_shared`` to reuse one)."""
     if model is None:
