@@ -26,6 +26,9 @@ from .losses import MS_SSIM_MIN_SIDE
 from .models import AINN, CONFIGS, STRIDE
 from .refinement import PRECISIONS as REFINE_PRECISIONS, rd_cost, refine_latent, synthesis_dtype
 
+# A device as callers name it: None means the model's (or the CPU).
+DeviceLike = str | torch.device | None
+
 DEFAULT_CONFIG = "lite"
 DEFAULT_QUALITY = 3
 DEFAULT_METRIC = "mse"
@@ -97,7 +100,7 @@ def weights_hash(model: AINN) -> bytes:
     return h.digest()[: container.HASH_BYTES]
 
 
-def prepare_model(model: AINN, device: str | torch.device | None = None) -> AINN:
+def prepare_model(model: AINN, device: DeviceLike = None) -> AINN:
     """Evaluation mode, CDF tables derived on the CPU (deterministic), then to ``device``."""
     target = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().cpu()
@@ -164,7 +167,7 @@ def encode(
     image: image_io.ImageLike,
     model: AINN | None = None,
     quality: int | None = None,
-    device: str | torch.device | None = None,
+    device: DeviceLike = None,
     progress: Callable | None = None,
     version: int = container.VERSION,
     refine: int = 0,
@@ -248,7 +251,7 @@ def encode(
 
 
 def resolve_model(
-    header: container.Header, model: AINN | None = None, device: str | torch.device | None = None, *, _shared: bool = False
+    header: container.Header, model: AINN | None = None, device: DeviceLike = None, *, _shared: bool = False
 ) -> AINN:
     """The model that decodes ``header``: the one given, else the default it names (a
     model of the caller's own; this module's decoders pass ``_shared`` to reuse one)."""
@@ -288,7 +291,7 @@ def _file_bytes(data) -> bytes:
 
 
 def decode(
-    data: bytes, model: AINN | None = None, device: str | torch.device | None = None, progress: Callable | None = None
+    data: bytes, model: AINN | None = None, device: DeviceLike = None, progress: Callable | None = None
 ) -> tuple[Image.Image, torch.Tensor]:
     """Decompress; return the image and the decoded latent y_hat."""
     c = container.unpack(_file_bytes(data))
@@ -324,7 +327,7 @@ def _synthesize(model: AINN, y_hat: torch.Tensor, c: container.Container):
 
 
 def decode_batch(
-    files: list[bytes], model: AINN | None = None, device: str | torch.device | None = None
+    files: list[bytes], model: AINN | None = None, device: DeviceLike = None
 ) -> list[tuple[Image.Image, torch.Tensor]]:
     """Decode several format 2 to 4 files of one model together (one wavefront pass for all the
     latents, whatever their sizes); returns (image, y_hat) per file, as :func:`decode`."""
@@ -347,12 +350,12 @@ def decode_batch(
 
 
 def compress(
-    image: image_io.ImageLike, model: AINN | None = None, quality: int | None = None, device: str | torch.device | None = None
+    image: image_io.ImageLike, model: AINN | None = None, quality: int | None = None, device: DeviceLike = None
 ) -> bytes:
     """A whole .ainn file for ``image`` (PIL image, uint8 array or float tensor)."""
     return encode(image, model, quality, device)[0]
 
 
-def decompress(data: bytes, model: AINN | None = None, device: str | torch.device | None = None) -> Image.Image:
+def decompress(data: bytes, model: AINN | None = None, device: DeviceLike = None) -> Image.Image:
     """The image of a whole .ainn file."""
     return decode(data, model, device)[0]

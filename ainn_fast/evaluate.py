@@ -183,8 +183,9 @@ def _no_progress(items, label):
 
 
 def evaluate_ainn(
-    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device: str | torch.device | None = None, progress: Callable = _no_progress,
-    description: str = "ainn_fast", refine: int = 0, streams: int | None = None, refine_precision: str = "auto",
+    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device: str | torch.device | None = None,
+    progress: Callable = _no_progress, description: str = "ainn_fast", refine: int = 0, streams: int | None = None,
+    refine_precision: str = "auto",
 ) -> Curve:  # fmt: skip
     """ainn_fast's curve: one setting per (label, model); models are prepared here.
     ``refine``, ``refine_precision``: the encoder's latent refinement steps and their
@@ -212,7 +213,8 @@ def evaluate_ainn(
 
 
 def evaluate_baseline(
-    images: list[TestImage], codec: baselines.Codec, qualities: Sequence[int] | None = None, progress: Callable = _no_progress
+    images: list[TestImage], codec: baselines.Codec, qualities: Sequence[int] | None = None,
+    progress: Callable = _no_progress,
 ) -> Curve:
     """A classic codec's curve over its quality ladder (or the qualities given)."""
     if codec.unavailable:
