@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from PIL import Image
 from . import baselines, bdrate, image_io
 from .errors import InputError
 from .losses import MS_SSIM_MIN_SIDE
+
+if TYPE_CHECKING:  # codec is imported where used: it pulls in the model
+    from .codec import DeviceLike
 
 PSNR_CAP = 100.0  # a lossless reconstruction: JSON has no infinity
 METRICS = ("bytes", "bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
@@ -183,7 +186,7 @@ def _no_progress(items, label):
 
 
 def evaluate_ainn(
-    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device: str | torch.device | None = None,
+    images: list[TestImage], models: list[tuple[str, torch.nn.Module]], device: DeviceLike = None,
     progress: Callable = _no_progress, description: str = "ainn_fast", refine: int = 0, streams: int | None = None,
     refine_precision: str = "auto",
 ) -> Curve:  # fmt: skip
