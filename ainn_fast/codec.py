@@ -221,13 +221,13 @@ def encode(
     if version == 1 and context != "serial":
         raise InputError(f"format 1 has no {context} context")
 
-    def pack(y: torch.Tensor) -> tuple[bytes, torch.Tensor]:
-        if version == 1:
+    def pack(y: torch.Tensor, z: torch.Tensor | None = None) -> tuple[bytes, torch.Tensor]:
+        if version == 1:  # the old format codes h_a(y), not a refined z
             (y_string, z_string, y_hat), shift = encode_latents_v1(model, y), 0
         else:
             (y_string,), (z_string,), y_hat, (shift,) = encode_latents(
                 model, y, progress, None if version >= 3 else 0, padded_fronts=uses_front_graphs(model),
-                streams=streams if version >= 4 else 0,
+                streams=streams if version >= 4 else 0, z=z,
             )
         base, deltas = split_shift(shift)
         header = container.Header(config, q or 1, metric, digest, width, height, prepared.mode, version, context, base)
@@ -246,7 +246,7 @@ def encode(
                 x_hat = model.g_s(candidate[1])[..., :height, :width]
             return rd_cost(model, len(candidate[0]), x_hat, target)
 
-        data, y_hat = min([(data, y_hat)] + [pack(s) for s in snapshots], key=cost)
+        data, y_hat = min([(data, y_hat)] + [pack(y, z) for y, z in snapshots], key=cost)
     return data, y_hat
 
 

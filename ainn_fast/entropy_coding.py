@@ -346,20 +346,26 @@ def _latent(y_pad: torch.Tensor, sizes) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def quantize_latents(
-    model: AINN, y: torch.Tensor, progress: Callable | None = None, padded_fronts: bool = False, fused: bool | None = None
+    model: AINN,
+    y: torch.Tensor,
+    progress: Callable | None = None,
+    padded_fronts: bool = False,
+    fused: bool | None = None,
+    z: torch.Tensor | None = None,
 ) -> tuple[list[bytes], torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """The encoder's pass over a batch of latents y (B, M, h, w) in coding order: z's
     strings, y_hat, and for each image its symbols and integer scales in stream order.
     ``padded_fronts``: the wavefronts at one padded shape, all of them one CUDA graph on a
     GPU (front_steps.py; the serial context only; ``progress`` is not called), the same
     symbols. ``fused``: the fused parameter kernels where they run (None: when
-    :func:`entropy_path` is "fused"); the same symbols."""
+    :func:`entropy_path` is "fused"); the same symbols. ``z``: the hyper-latents to code
+    (default h_a(y); the encoder's refinement moves them too)."""
     fp = fixed_point(model, y.device)
     if fused is None:
         fused = entropy_path(y.device) == "fused"
     batch, _, height, width = y.shape
     sizes = [(height, width)] * batch
-    z_strings = model.entropy_bottleneck.compress(model.h_a(y))
+    z_strings = model.entropy_bottleneck.compress(model.h_a(y) if z is None else z)
     z_sym = _z_symbols(model, z_strings, (height // 4, width // 4))
     schedule = _schedule(fp, sizes, model.config.context)
     params_list = [fp.hyper_params(z_sym[b : b + 1]) for b in range(batch)]
@@ -394,17 +400,17 @@ def rans_encode(model: AINN, q: torch.Tensor, index: torch.Tensor, native: bool 
 
 def encode_latents(
     model: AINN, y: torch.Tensor, progress: Callable | None = None, scale_shift: int | None = None,
-    padded_fronts: bool = False, streams: int | None = 0,
+    padded_fronts: bool = False, streams: int | None = 0, z: torch.Tensor | None = None,
 ) -> tuple[list[bytes], list[bytes], torch.Tensor, list[int | tuple[int, ...]]]:
     """Code a batch of latents y (B, M, h, w). Returns (y_strings, z_strings, y_hat,
     scale_shifts): each image with the scale shift (one, or one per channel) that makes
     its file smallest, or every image with ``scale_shift`` when given (0: format 2).
     ``streams``: 0, one rANS stream per image (formats 2 and 3); K >= 1, format 4's y
     payload of K row streams (row_streams.py); None, format 4 with the default K.
-    ``padded_fronts``: see :func:`quantize_latents`."""
+    ``padded_fronts`` and ``z``: see :func:`quantize_latents`."""
     fp = fixed_point(model, y.device)
     path = entropy_path(y.device)  # which rANS coder, where; the parameters fused or not
-    z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts, path == "fused")
+    z_strings, y_hat, coded = quantize_latents(model, y, progress, padded_fronts, path == "fused", z)
     native = path != "compressai"
 
     def coder_side(t: torch.Tensor) -> torch.Tensor:  # "host": the native coder on the CPU

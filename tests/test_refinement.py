@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from ainn_fast import codec, refinement
+from ainn_fast import codec, entropy_coding, refinement
 from ainn_fast.errors import InputError
 from ainn_fast.losses import lambda_for
 
@@ -25,6 +25,12 @@ def file_cost(blob: bytes, image: np.ndarray, model) -> float:
     decoded = np.asarray(codec.decompress(blob, model), dtype=np.float64)
     mse = np.mean((decoded - image.astype(np.float64)) ** 2)
     return 8 * len(blob) / (image.shape[0] * image.shape[1]) + lambda_for(QUALITY) * mse
+
+
+def padded_crop_and_latent(model) -> tuple[torch.Tensor, torch.Tensor]:
+    x = codec.pad_to_stride(torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        return x, model.g_a(x)
 
 
 def test_refined_file_costs_less_and_decodes_to_the_encoders_latent(model):
@@ -51,7 +57,7 @@ def test_refinement_is_deterministic_and_leaves_the_model_alone(model):
 def test_a_refinement_that_does_not_pay_is_not_kept(model, monkeypatch):
     plain, plain_y_hat = codec.encode(CROP, model)
     # A "refinement" that ruins the latent must lose to the plain file on the real cost.
-    monkeypatch.setattr(codec, "refine_latent", lambda m, x, y, *a, **k: [y + 3.0, y - 3.0])
+    monkeypatch.setattr(codec, "refine_latent", lambda m, x, y, *a, **k: [(y + 3.0, None), (y - 3.0, None)])
     kept, y_hat = codec.encode(CROP, model, refine=2)
     assert kept == plain and torch.equal(y_hat, plain_y_hat)
 
@@ -75,14 +81,14 @@ def test_training_mode_rates_leave_batchnorm_statistics_alone(model):
 
 
 def test_refinement_stops_before_a_non_finite_loss(model):
-    x = torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255
-    x = codec.pad_to_stride(x)
-    with torch.no_grad():
-        y = model.g_a(x)
+    x, y = padded_crop_and_latent(model)
     y_bad = y.clone()
     y_bad[0, 0, 0, 0] = float("nan")
-    for out in refinement.refine_latent(model, x, y_bad, CROP.shape[:2], 3, snapshots=2):
-        assert torch.equal(out.nan_to_num(7.0), y_bad.nan_to_num(7.0))  # not a single step taken
+    with torch.no_grad():
+        z_bad = model.h_a(y_bad)
+    for out_y, out_z in refinement.refine_latent(model, x, y_bad, CROP.shape[:2], 3, snapshots=2):
+        assert torch.equal(out_y.nan_to_num(7.0), y_bad.nan_to_num(7.0))  # not a single step taken
+        assert torch.equal(out_z.nan_to_num(7.0), z_bad.nan_to_num(7.0))
 
 
 def test_bad_refinement_options_are_refused(model):
@@ -95,14 +101,39 @@ def test_bad_refinement_options_are_refused(model):
 
 
 def test_snapshots_lie_on_one_trajectory(model):
-    x = codec.pad_to_stride(torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255)
-    with torch.no_grad():
-        y = model.g_a(x)
+    x, y = padded_crop_and_latent(model)
     snaps = refinement.refine_latent(model, x, y, CROP.shape[:2], 6, snapshots=3)
     (last,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 6)
-    assert len(snaps) == 3 and torch.equal(snaps[-1], last)  # taking snapshots changes nothing
-    moved = [float((s - y).abs().mean()) for s in snaps]
-    assert 0 < moved[0] < moved[1] < moved[2]  # after 2, 4 and 6 steps, further each time
+    assert len(snaps) == 3  # taking snapshots changes nothing:
+    assert torch.equal(snaps[-1][0], last[0]) and torch.equal(snaps[-1][1], last[1])
+    with torch.no_grad():
+        z = model.h_a(y)
+    for start, i in ((y, 0), (z, 1)):  # y and z, after 2, 4 and 6 steps, further each time
+        moved = [float((s[i] - start).abs().mean()) for s in snaps]
+        assert 0 < moved[0] < moved[1] < moved[2]
+
+
+def test_the_file_codes_the_refined_z(model):
+    """The kept file's hyper-latent is the refined z, not h_a of the refined y, and the
+    decoder rebuilds the encoder's y_hat from it bit-exactly."""
+    x, y = padded_crop_and_latent(model)
+    ((y2, z2),) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4)
+    bottleneck = model.entropy_bottleneck
+    with torch.no_grad():
+        (y_string,), (z_string,), y_hat, (shift,) = entropy_coding.encode_latents(model, y2, z=z2)
+        assert z_string == bottleneck.compress(z2)[0] != bottleneck.compress(model.h_a(y2))[0]
+        (decoded,) = entropy_coding.decode_latents(model, [y_string], [z_string], [y2.shape[-2:]], scale_shifts=[shift])
+    assert torch.equal(decoded, y_hat)
+
+
+def test_learning_rate_follows_the_quality(model, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr: seen.append(lr) or torch.optim.SGD(params, lr=lr))
+    x, y = padded_crop_and_latent(model)
+    refinement.refine_latent(model, x, y, CROP.shape[:2], 1)
+    refinement.refine_latent(model, x, y, CROP.shape[:2], 1, lr=0.5)
+    assert seen == [refinement.LEARNING_RATES[QUALITY], 0.5]
+    assert sorted(refinement.LEARNING_RATES) == list(range(1, 9))
 
 
 def test_synthesis_precision_choices(monkeypatch):
@@ -137,12 +168,10 @@ def test_bf16_synthesis_steps_refine_too_and_keep_the_rate_in_float32(model, mon
 
     monkeypatch.setattr(model, "g_s", spy_g_s)
     monkeypatch.setattr(model, "entropy_latent", spy_entropy)
-    x = codec.pad_to_stride(torch.from_numpy(CROP).permute(2, 0, 1)[None].float() / 255)
-    with torch.no_grad():
-        y = model.g_a(x)
-    (bf16,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="bf16")
+    x, y = padded_crop_and_latent(model)
+    ((bf16, _),) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="bf16")
     assert seen == {"g_s": {torch.bfloat16}, "rate": {torch.float32}}
-    (fp32,) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="fp32")
+    ((fp32, _),) = refinement.refine_latent(model, x, y, CROP.shape[:2], 4, precision="fp32")
     assert not torch.equal(bf16, fp32) and torch.isfinite(bf16).all()
     monkeypatch.undo()
     plain, _ = codec.encode(CROP, model)

@@ -144,18 +144,29 @@ class AINN(CompressionModel):
         return {"x_hat": self.g_s(y_hat), "likelihoods": likelihoods}
 
     def entropy_latent(
-        self, y: torch.Tensor, quantization: str = "noise", context_passes: int = 1, training: bool | None = None
+        self,
+        y: torch.Tensor,
+        quantization: str = "noise",
+        context_passes: int = 1,
+        training: bool | None = None,
+        z: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """The entropy model's half of :meth:`forward_latent`: the y_hat the synthesis is
         given and the likelihoods of y and z (for training the entropy model alone on
-        cached latents)."""
+        cached latents). ``z``: the hyper-latent to code instead of h_a(y), for the
+        encoder's refinement of both; h_s then sees the z_hat of its file (rounded about
+        the medians, straight through), and its rate keeps the training proxy."""
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization {quantization!r}; use noise or mixed")
         if context_passes < 1:
             raise ValueError(f"context_passes must be at least 1, got {context_passes}")
         training = self.training if training is None else training
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z, training=training)
+        if z is None:
+            z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y), training=training)
+        else:
+            _, z_likelihoods = self.entropy_bottleneck(z, training=training)
+            rounded_z = self.entropy_bottleneck.quantize(z, "dequantize", self.entropy_bottleneck._get_medians())
+            z_hat = rounded_z.detach() + (z - z.detach())
         params = self.h_s(z_hat)
         rounded = not training or quantization == "mixed"
         if context_passes > 1 and not rounded:
