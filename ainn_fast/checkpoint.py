@@ -117,6 +117,31 @@ def with_context(model: AINN, context: str) -> AINN:
     return new
 
 
+def with_cfrm_layers(model: AINN, layers: int) -> AINN:
+    """A new model like ``model`` whose CFRMs have ``layers`` dense layers (no fewer than it
+    has), computing exactly what ``model`` computes: every weight carries over, the new
+    layers start at PyTorch's default initialisation and the columns of ``lff`` that read
+    them at zero. Fine-tuning from it grows the feature recovery without starting over."""
+    have = len(model.cfrm[0].layers)
+    if layers < have:
+        raise ValueError(f"the model has {have} CFRM layers; growing cannot remove any (asked for {layers})")
+    new = AINN(model.config.replace(cfrm_layers=layers))
+    new.quality, new.metric = getattr(model, "quality", 0), getattr(model, "metric", "mse")
+    state = new.state_dict()  # derived buffers (CDF tables, masks) stay the new model's
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if is_derived(key):
+                continue
+            if key.startswith("cfrm.") and key.endswith("lff.weight"):  # (768, M * (1 + layers), 1, 1)
+                state[key].zero_()
+                state[key][:, : value.shape[1]] = value
+            else:
+                state[key].copy_(value)
+    new.load_state_dict(state)
+    new.update(force=True)
+    return new
+
+
 def export_weights(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a checkpoint's weights as fp16 without the derived CDF tables (shipping form)."""
     save_model(load_model(src), dst, dtype=torch.float16, derived=False)

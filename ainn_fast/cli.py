@@ -154,6 +154,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", dest="init_checkpoint", help="start from these weights (fine-tuning)")
     t.add_argument("--context", default="serial", choices=["serial", "checkerboard"],
                    help="entropy model context (default serial, the paper's)")  # fmt: skip
+    t.add_argument("--cfrm-layers", type=int, help="dense layers of the feature recovery (default: the config's); "
+                   "with --init, grows the model's to this many, starting as the same model")  # fmt: skip
     t.add_argument("--quantization", default="noise", choices=["noise", "mixed"],
                    help="training proxy for rounding: noise everywhere, or mixed: noise for the rate and the "
                         "rounded latent (straight-through): round(y) for the context, round(y - mean) + mean for "
@@ -382,8 +384,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         steps=args.steps, lr=args.lr, aux_lr=args.aux_lr, clip=args.clip, milestones=args.milestones,
         amp=args.amp, channels_last=args.channels_last, backend=args.backend, val_every=args.val_every,
         ckpt_every=args.ckpt_every, seed=args.seed, device=args.device, init_checkpoint=args.init_checkpoint,
-        context=args.context, quantization=args.quantization, context_passes=args.context_passes,
-        cuda_graphs=args.cuda_graphs,
+        context=args.context, cfrm_layers=args.cfrm_layers, quantization=args.quantization,
+        context_passes=args.context_passes, cuda_graphs=args.cuda_graphs,
     )
     trainer = train(cfg)
     if trainer.rank == 0:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from . import zoo
 from .backend import require_backend, use_backend
-from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_context
+from .checkpoint import is_derived, load_model, restore_bounds, save_model, with_cfrm_layers, with_context
 from .errors import CheckpointError, InputError
 from .hardware import slow_low_precision
 from .image_io import read_rgb
@@ -33,7 +33,7 @@ from .models import QUANTIZATIONS, STRIDE
 from .train_graphs import GraphedStep
 
 # TrainConfig fields that define the model a run trains; the others may change on a resume.
-MODEL_FIELDS = ("config", "quality", "metric", "context")
+MODEL_FIELDS = ("config", "quality", "metric", "context", "cfrm_layers")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm"}
 
 
@@ -63,6 +63,7 @@ class TrainConfig:
     workers: int = 0
     init_checkpoint: str | None = None  # start from these weights (fine-tuning)
     context: str = "serial"  # or "checkerboard" (from a serial --init: its weights carried over)
+    cfrm_layers: int | None = None  # dense layers of the CFRMs (None: the config's; an --init's grow to it)
     quantization: str = "noise"  # or "mixed": noise for the rate, rounding straight through (AINN.forward)
     context_passes: int = 1  # mixed only: passes of the context model, each fed the last pass's y_hat
     cuda_graphs: bool = False  # replay each step from one CUDA graph (train_graphs.py); one CUDA process
@@ -140,6 +141,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
         (cfg.clip >= 0, f"--clip {cfg.clip}: use 0 (off) or a positive norm"),
         (cfg.val_every >= 1 and cfg.ckpt_every >= 1, f"--val-every {cfg.val_every} and --ckpt-every {cfg.ckpt_every}: use 1 or more"),
         (all(m >= 1 for m in cfg.milestones), f"--milestones {' '.join(map(str, cfg.milestones))}: steps of 1 or more"),
+        (cfg.cfrm_layers is None or cfg.cfrm_layers >= 0, f"--cfrm-layers {cfg.cfrm_layers}: use 0 or more"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:
@@ -181,11 +183,19 @@ class Trainer:
                 )
             if self.model.config.context != cfg.context:
                 self.model = with_context(self.model, cfg.context)
+            if cfg.cfrm_layers is not None and cfg.cfrm_layers != len(self.model.cfrm[0].layers):
+                if cfg.cfrm_layers < len(self.model.cfrm[0].layers):
+                    raise InputError(
+                        f"--init {cfg.init_checkpoint} has {len(self.model.cfrm[0].layers)} CFRM layers; "
+                        f"--cfrm-layers can grow them, not remove any (got {cfg.cfrm_layers})"
+                    )
+                self.model = with_cfrm_layers(self.model, cfg.cfrm_layers)
             self.model.quality, self.model.metric = cfg.quality, cfg.metric
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
-                self.model = zoo.ainn(cfg.quality, cfg.metric, cfg.config, context=cfg.context)
+                sizes = {} if cfg.cfrm_layers is None else {"cfrm_layers": cfg.cfrm_layers}
+                self.model = zoo.ainn(cfg.quality, cfg.metric, cfg.config, context=cfg.context, **sizes)
         self.model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)

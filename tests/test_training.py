@@ -16,7 +16,7 @@ from skimage import data
 
 from ainn_fast import use_backend
 from ainn_fast.cli import main
-from ainn_fast.checkpoint import is_derived
+from ainn_fast.checkpoint import is_derived, load_model
 from ainn_fast.losses import lambda_for
 from ainn_fast.training import TrainConfig, Trainer, step_seed, uncapturable
 
@@ -345,6 +345,24 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(photo_dirs, tmp
         torch.testing.assert_close(ddp[name], mine[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_an_init_grows_its_cfrm_and_starts_as_the_same_model(photo_dirs, tmp_path):
+    from ainn_fast.errors import InputError
+
+    Trainer(config(photo_dirs, tmp_path / "a", steps=2)).run(progress=False)
+    init = str(tmp_path / "a" / "last.safetensors")
+    same = Trainer(config(photo_dirs, tmp_path / "b", init_checkpoint=init))
+    grown = Trainer(config(photo_dirs, tmp_path / "c", init_checkpoint=init, cfrm_layers=3, steps=2))
+    assert len(same.model.cfrm[0].layers) == 1 and len(grown.model.cfrm[0].layers) == 3
+    # The new layers read into lff through zero weights: the same real files, to the bit.
+    assert grown.validate()["val_file_loss"] == same.validate()["val_file_loss"]
+    grown.run(progress=False)
+    assert len(load_model(tmp_path / "c" / "last.safetensors").cfrm[1].layers) == 3
+    resumed = Trainer(config(photo_dirs, tmp_path / "c", init_checkpoint=init, cfrm_layers=3, steps=3))
+    assert resumed.resume() and resumed.step == 2  # the grown run resumes as it was saved
+    with pytest.raises(InputError, match="can grow them, not remove any"):
+        Trainer(config(photo_dirs, tmp_path / "d", init_checkpoint=str(tmp_path / "c" / "last.safetensors"), cfrm_layers=1))
+
+
 def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     argv = ["train", str(photo_dirs / "train"), "-o", str(tmp_path / "run"), "--config", "tiny", "--steps", "2",
             "--batch-size", "1", "--patch-size", "64", "--backend", "reference"]
@@ -378,6 +396,7 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
         (dict(clip=-1.0), "--clip -1.0"),
         (dict(ckpt_every=0), "--ckpt-every 0: use 1 or more"),
         (dict(milestones=[0]), "--milestones 0"),
+        (dict(cfrm_layers=-1), "--cfrm-layers -1: use 0 or more"),
         (dict(cuda_graphs=True, device="cpu"), "--cuda-graphs needs --device cuda and a single process"),
     ],
 )
