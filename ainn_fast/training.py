@@ -279,7 +279,14 @@ class Trainer:
         """Refuse to resume a run of another model: its weights would not load (another
         config) or, worse, would go on training for another rate-distortion trade-off."""
         ours = asdict(self.cfg)
-        differ = [f"--{k} {saved[k]} (not {ours[k]})" for k in MODEL_FIELDS if k in saved and saved[k] != ours[k]]
+        def shown(value: object) -> object:  # cfrm_layers None: the config's own
+            return "unset" if value is None else value
+
+        differ = [
+            f"--{k.replace('_', '-')} {shown(saved[k])} (not {shown(ours[k])})"
+            for k in MODEL_FIELDS
+            if k in saved and saved[k] != ours[k]
+        ]
         if differ:
             raise InputError(
                 f"{self.out} holds a run with {', '.join(differ)}: rerun with its options, or train into another -o"

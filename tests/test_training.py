@@ -373,7 +373,12 @@ def test_cli_train_and_resume(photo_dirs, tmp_path, capsys):
     rc = main(argv + ["--no-resume"])
     assert rc == 2 and "holds a run already" in capsys.readouterr().err
     before = (tmp_path / "run" / "last.safetensors").read_bytes()
-    for option, message in ((["--quality", "5"], "--quality 3 (not 5)"), (["--config", "lite"], "--config tiny (not lite)")):
+    refused = (
+        (["--quality", "5"], "--quality 3 (not 5)"),
+        (["--config", "lite"], "--config tiny (not lite)"),
+        (["--cfrm-layers", "2"], "--cfrm-layers unset (not 2)"),
+    )
+    for option, message in refused:
         rc = main(argv + option)  # another model's run: refused before it loads, the run untouched
         assert rc == 2 and f"holds a run with {message}: rerun with its options" in capsys.readouterr().err
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == before
