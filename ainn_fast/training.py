@@ -279,6 +279,7 @@ class Trainer:
         """Refuse to resume a run of another model: its weights would not load (another
         config) or, worse, would go on training for another rate-distortion trade-off."""
         ours = asdict(self.cfg)
+
         def shown(value: object) -> object:  # cfrm_layers None: the config's own
             return "unset" if value is None else value
 
