@@ -103,12 +103,18 @@ def restore_bounds(model: AINN) -> AINN:
     return model
 
 
+def _rebuilt(model: AINN, **changes) -> AINN:
+    """An untrained model of ``model``'s config with ``changes``, its quality and metric."""
+    new = AINN(model.config.replace(**changes))
+    new.quality, new.metric = getattr(model, "quality", 0), getattr(model, "metric", "mse")
+    return new
+
+
 def with_context(model: AINN, context: str) -> AINN:
     """A new model like ``model`` with the ``context`` model ("serial" or "checkerboard"),
     carrying over every weight; the context kernel keeps only the taps of its new mask
     (a warm start for fine-tuning one context from the other)."""
-    new = AINN(model.config.replace(context=context))
-    new.quality, new.metric = getattr(model, "quality", 0), getattr(model, "metric", "mse")
+    new = _rebuilt(model, context=context)
     own = new.state_dict()  # derived buffers (CDF tables, masks) stay the new model's
     new.load_state_dict({k: own[k] if is_derived(k) else v for k, v in model.state_dict().items()})
     with torch.no_grad():
@@ -125,8 +131,7 @@ def with_cfrm_layers(model: AINN, layers: int) -> AINN:
     have = len(model.cfrm[0].layers)
     if layers < have:
         raise ValueError(f"the model has {have} CFRM layers; growing cannot remove any (asked for {layers})")
-    new = AINN(model.config.replace(cfrm_layers=layers))
-    new.quality, new.metric = getattr(model, "quality", 0), getattr(model, "metric", "mse")
+    new = _rebuilt(model, cfrm_layers=layers)
     state = new.state_dict()  # derived buffers (CDF tables, masks) stay the new model's
     with torch.no_grad():
         for key, value in model.state_dict().items():

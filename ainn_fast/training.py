@@ -183,10 +183,11 @@ class Trainer:
                 )
             if self.model.config.context != cfg.context:
                 self.model = with_context(self.model, cfg.context)
-            if cfg.cfrm_layers is not None and cfg.cfrm_layers != len(self.model.cfrm[0].layers):
-                if cfg.cfrm_layers < len(self.model.cfrm[0].layers):
+            have = len(self.model.cfrm[0].layers)
+            if cfg.cfrm_layers is not None and cfg.cfrm_layers != have:
+                if cfg.cfrm_layers < have:  # with_cfrm_layers refuses too, but not as a user's error
                     raise InputError(
-                        f"--init {cfg.init_checkpoint} has {len(self.model.cfrm[0].layers)} CFRM layers; "
+                        f"--init {cfg.init_checkpoint} has {have} CFRM layers; "
                         f"--cfrm-layers can grow them, not remove any (got {cfg.cfrm_layers})"
                     )
                 self.model = with_cfrm_layers(self.model, cfg.cfrm_layers)
